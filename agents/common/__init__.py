@@ -1,0 +1,40 @@
+"""Pieces shared by every agent: networks, returns, losses, optimiser, config checks."""
+
+from agents.common.config import (
+    ONLY_CONTINUOUS,
+    ONLY_DISCRETE,
+    check_action_space,
+    check_choice,
+    check_positive_int,
+    check_real,
+    invalid,
+    with_overrides,
+)
+from agents.common.losses import approx_kl, clip_fraction, clipped_surrogate_loss, value_loss
+from agents.common.networks import ACTIVATIONS, MLP, ActorCritic
+from agents.common.optim import linear_schedule, make_optimizer
+from agents.common.returns import discounted_returns, gae
+from agents.common.types import Agent
+
+__all__ = [
+    "ACTIVATIONS",
+    "MLP",
+    "ONLY_CONTINUOUS",
+    "ONLY_DISCRETE",
+    "ActorCritic",
+    "Agent",
+    "approx_kl",
+    "check_action_space",
+    "check_choice",
+    "check_positive_int",
+    "check_real",
+    "clip_fraction",
+    "clipped_surrogate_loss",
+    "discounted_returns",
+    "gae",
+    "invalid",
+    "linear_schedule",
+    "make_optimizer",
+    "value_loss",
+    "with_overrides",
+]

@@ -1,0 +1,23 @@
+"""The contract every agent follows (see DESIGN.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+
+
+class Agent(NamedTuple):
+    """Three pure functions; none of them is jit-decorated.
+
+    init:   key -> state. Everything a run needs, tunable hyperparameters included.
+    update: state -> (state, metrics). One iteration (collect + learn); metrics
+            are a flat dict of scalars reduced in-graph.
+    act:    (params, obs, key, deterministic=False) -> action. The policy, from
+            `state.params` alone (weights and any normalisation statistics).
+    """
+
+    init: Callable[[jax.Array], Any]
+    update: Callable[[Any], tuple[Any, dict[str, jax.Array]]]
+    act: Callable[..., jax.Array]

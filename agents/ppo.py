@@ -1,0 +1,389 @@
+"""Proximal Policy Optimization (Schulman et al. 2017), discrete or continuous actions.
+
+One iteration of `update`:
+  1. collect `num_steps` transitions from `num_envs` parallel environments;
+  2. compute GAE advantages, bootstrapping truncated episodes from their final
+     observation and never bootstrapping terminated ones;
+  3. run `update_epochs` epochs of `num_minibatches` minibatch steps on the
+     clipped surrogate + value + entropy loss.
+
+The action space decides the policy head: categorical logits for `Discrete`,
+a diagonal Gaussian with a learned state-independent log std for `Box`.
+
+    env, env_params = envs.make("CartPole-v1")
+    agent = ppo.make(ppo.Config(), env, env_params)
+    state = agent.init(key)
+    state, metrics = agent.update(state)
+    action = agent.act(state.params, obs, key, deterministic=True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+from gymnax.environments import spaces
+
+import envs
+from agents.common import (
+    ONLY_CONTINUOUS,
+    ActorCritic,
+    Agent,
+    approx_kl,
+    check_action_space,
+    check_choice,
+    check_positive_int,
+    check_real,
+    clip_fraction,
+    clipped_surrogate_loss,
+    gae,
+    invalid,
+    linear_schedule,
+    make_optimizer,
+    value_loss,
+)
+from agents.common.networks import ACTIVATIONS
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """PPO settings. Defaults are the reference CartPole-v1 configuration."""
+
+    total_timesteps: int = 500_000
+    """Environment steps in the whole run, summed over the parallel environments."""
+    num_envs: int = 4
+    """Parallel environments stepped in lockstep."""
+    num_steps: int = 128
+    """Steps per environment in each rollout."""
+    update_epochs: int = 4
+    """Passes over each rollout batch."""
+    num_minibatches: int = 4
+    """Minibatches per epoch; must divide num_envs * num_steps."""
+    learning_rate: float = 2.5e-4
+    """Adam step size (tunable: lives in the state)."""
+    anneal_lr: bool = True
+    """Anneal the learning rate linearly to 0 over the run."""
+    gamma: float = 0.99
+    """Discount factor (tunable)."""
+    gae_lambda: float = 0.95
+    """GAE lambda (tunable)."""
+    clip_eps: float = 0.2
+    """Clipping range of the policy ratio and, with clip_value_loss, of the value change (tunable)."""
+    clip_value_loss: bool = True
+    """Clip the value loss around the rollout's values, as the reference PPO."""
+    ent_coef: float = 0.01
+    """Entropy bonus coefficient (tunable)."""
+    vf_coef: float = 0.5
+    """Value loss coefficient (tunable)."""
+    max_grad_norm: float = 0.5
+    """Global gradient norm clip (tunable)."""
+    normalize_advantages: bool = True
+    """Standardise advantages within each minibatch."""
+    normalize_obs: bool = False
+    """Normalise observations with running statistics (stored in state.params for acting)."""
+    normalize_reward: bool = False
+    """Scale rewards by the running std of the discounted return."""
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """Hidden layer widths of the actor and of the critic."""
+    activation: str = "tanh"
+    """Hidden activation: tanh or relu."""
+    log_std_init: float = dataclasses.field(default=0.0, metadata=ONLY_CONTINUOUS)
+    """Initial log standard deviation of the Gaussian policy (continuous actions only)."""
+
+    def __post_init__(self):
+        check_positive_int(self, "total_timesteps", "num_envs", "num_steps", "update_epochs",
+                           "num_minibatches")
+        if self.batch_size % self.num_minibatches:
+            raise invalid("num_minibatches", self.num_minibatches,
+                          f"must divide the batch num_envs * num_steps = {self.batch_size}")
+        if self.total_timesteps < self.batch_size:
+            raise invalid("total_timesteps", self.total_timesteps,
+                          f"must be at least one batch, num_envs * num_steps = {self.batch_size}")
+        check_real(self, "learning_rate", 0.0, low_open=True)
+        check_real(self, "gamma", 0.0, 1.0)
+        check_real(self, "gae_lambda", 0.0, 1.0)
+        check_real(self, "clip_eps", 0.0, low_open=True)
+        check_real(self, "ent_coef", 0.0)
+        check_real(self, "vf_coef", 0.0)
+        check_real(self, "max_grad_norm", 0.0, low_open=True)
+        check_real(self, "log_std_init")
+        if not self.hidden_sizes or not all(
+            isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in self.hidden_sizes
+        ):
+            raise invalid("hidden_sizes", self.hidden_sizes, "expected one or more integers >= 1")
+        check_choice(self, "activation", ACTIVATIONS)
+
+    @property
+    def batch_size(self) -> int:
+        return self.num_envs * self.num_steps
+
+    @property
+    def minibatch_size(self) -> int:
+        return self.batch_size // self.num_minibatches
+
+    @property
+    def num_iterations(self) -> int:
+        """Iterations of `update` in a run: total_timesteps // batch_size."""
+        return self.total_timesteps // self.batch_size
+
+    @property
+    def steps_per_iteration(self) -> int:
+        """Environment steps one `update` collects."""
+        return self.batch_size
+
+
+PRESETS: dict[str, Config] = {
+    "cartpole": Config(),
+    # Reaches a mean final return of about -170 on Pendulum-v1 (good policies score -150 to
+    # -200) in 1e6 steps; see README "Continuous control".
+    "pendulum": Config(
+        total_timesteps=1_000_000,
+        num_envs=16,
+        num_steps=128,
+        update_epochs=10,
+        num_minibatches=32,
+        learning_rate=1e-3,
+        gamma=0.95,
+        gae_lambda=0.95,
+        ent_coef=0.0,
+        normalize_obs=True,
+        normalize_reward=True,
+    ),
+}
+"""Named configurations: `ppo.PRESETS["pendulum"]`, or `--preset pendulum` on the CLI."""
+
+
+# --------------------------------------------------------------------------- state
+
+
+@struct.dataclass
+class Params:
+    """Everything the policy needs to act."""
+
+    network: Any  # actor-critic weights
+    obs_stats: envs.RunningMeanStd | None  # observation statistics; None without normalize_obs
+
+
+@struct.dataclass
+class HParams:
+    """Tunable hyperparameters as arrays, so a vmap over states sweeps them."""
+
+    learning_rate: jax.Array  # []
+    gamma: jax.Array  # []
+    gae_lambda: jax.Array  # []
+    clip_eps: jax.Array  # []
+    ent_coef: jax.Array  # []
+    vf_coef: jax.Array  # []
+    max_grad_norm: jax.Array  # []
+
+    @classmethod
+    def from_config(cls, config: Config) -> HParams:
+        return cls(**{f: jnp.float32(getattr(config, f)) for f in cls.__dataclass_fields__})
+
+
+@struct.dataclass
+class State:
+    params: Params
+    opt_state: Any
+    env_state: Any  # wrapped, batched environment state [num_envs]
+    obs: jax.Array  # [num_envs, obs_dim] observation to act on next (normalised if enabled)
+    key: jax.Array
+    hparams: HParams
+    iteration: jax.Array  # [] int32, updates done so far
+
+
+@struct.dataclass
+class Transition:
+    obs: jax.Array  # [T, num_envs, obs_dim]
+    action: jax.Array  # [T, num_envs] or [T, num_envs, action_dim]
+    log_prob: jax.Array  # [T, num_envs]
+    value: jax.Array  # [T, num_envs]
+    reward: jax.Array  # [T, num_envs]
+    terminated: jax.Array  # [T, num_envs]
+    truncated: jax.Array  # [T, num_envs]
+    final_obs: jax.Array  # [T, num_envs, obs_dim] the observation each step really reached
+
+
+# --------------------------------------------------------------------------- agent
+
+
+def is_discrete(env, env_params) -> bool:
+    return isinstance(env.action_space(env_params), spaces.Discrete)
+
+
+def validate(config: Config, env, env_params) -> None:
+    """Config checks that depend on the environment (the rest run in Config.__post_init__)."""
+    space = env.action_space(env_params)
+    if not isinstance(space, (spaces.Discrete, spaces.Box)):
+        raise ValueError(f"env: PPO supports Discrete and Box action spaces, got {space}")
+    check_action_space(config, isinstance(space, spaces.Discrete), env.name)
+
+
+def wrap_env(config: Config, env):
+    """The environment stack PPO trains on (inner first)."""
+    env = envs.EpisodeStatistics(env)
+    if len(env.observation_space(env.default_params).shape) != 1:
+        env = envs.FlattenObservation(env)
+    if not is_discrete(env, env.default_params):
+        env = envs.ClipAction(env)
+    env = envs.VecEnv(env, config.num_envs)
+    if config.normalize_obs:
+        env = envs.NormalizeObservation(env)
+    if config.normalize_reward:
+        env = envs.ScaleReward(env, gamma=config.gamma)
+    return env
+
+
+def _obs_stats(config: Config, env_state) -> envs.RunningMeanStd | None:
+    if not config.normalize_obs:
+        return None
+    if config.normalize_reward:
+        env_state = env_state.env_state
+    return env_state.obs_stats
+
+
+def make(config: Config, env, env_params) -> Agent:
+    """Builds PPO's pure functions for `env` (any gymnax environment)."""
+    validate(config, env, env_params)
+    discrete = is_discrete(env, env_params)
+    action_space = env.action_space(env_params)
+    obs_shape = tuple(env.observation_space(env_params).shape)
+    action_dim = action_space.n if discrete else int(math.prod(action_space.shape))
+    venv = wrap_env(config, env)
+    network = ActorCritic(action_dim, discrete, config.hidden_sizes, config.activation,
+                          config.log_std_init)
+    optimizer = make_optimizer()
+
+    def init(key: jax.Array) -> State:
+        key, key_net, key_env = jax.random.split(key, 3)
+        obs, env_state = venv.reset(key_env, env_params)
+        net_params = network.init(key_net, obs)
+        params = Params(net_params, _obs_stats(config, env_state))
+        return State(params, optimizer.init(net_params), env_state, obs, key,
+                     HParams.from_config(config), jnp.int32(0))
+
+    def collect(state: State, key: jax.Array):
+        def step(carry, keys):
+            env_state, obs = carry
+            key_act, key_step = keys  # [], [num_envs]
+            pi, value = network.apply(state.params.network, obs)
+            action = pi.sample(seed=key_act)
+            log_prob = pi.log_prob(action)
+            next_obs, env_state, reward, terminated, truncated, info = venv.step(
+                key_step, env_state, action, env_params
+            )
+            transition = Transition(obs, action, log_prob, value, reward.astype(jnp.float32),
+                                    terminated, truncated, info["final_observation"])
+            return (env_state, next_obs), (transition, info["episode"])
+
+        # All keys drawn up front: one PRNG call here instead of two per step.
+        key_act, key_step = jax.random.split(key)
+        keys = (jax.random.split(key_act, config.num_steps),
+                jax.random.split(key_step, (config.num_steps, config.num_envs)))
+        (env_state, obs), (traj, episode) = jax.lax.scan(step, (state.env_state, state.obs), keys)
+        return env_state, obs, traj, episode
+
+    def loss_fn(net_params, batch, hp: HParams):
+        traj, advantage, target = batch
+        pi, value = network.apply(net_params, traj.obs)
+        log_ratio = pi.log_prob(traj.action) - traj.log_prob
+        if config.normalize_advantages:
+            advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
+        policy_loss = clipped_surrogate_loss(log_ratio, advantage, hp.clip_eps)
+        v_loss = value_loss(value, traj.value, target, hp.clip_eps, config.clip_value_loss)
+        entropy = pi.entropy().mean()
+        total = policy_loss + hp.vf_coef * v_loss - hp.ent_coef * entropy
+        return total, {
+            "loss": total,
+            "policy_loss": policy_loss,
+            "value_loss": v_loss,
+            "entropy": entropy,
+            "approx_kl": approx_kl(log_ratio),
+            "clip_fraction": clip_fraction(log_ratio, hp.clip_eps),
+        }
+
+    def learn(state: State, key: jax.Array, batch, learning_rate):
+        hp = state.hparams
+
+        def minibatch_step(carry, minibatch):
+            net_params, opt_state = carry
+            grads, stats = jax.grad(loss_fn, has_aux=True)(net_params, minibatch, hp)
+            updates, opt_state = optimizer.update(
+                grads, opt_state, learning_rate=learning_rate, max_grad_norm=hp.max_grad_norm
+            )
+            net_params = jax.tree.map(jnp.add, net_params, updates)
+            return (net_params, opt_state), stats
+
+        def epoch(carry, key):
+            order = jax.random.permutation(key, config.batch_size)
+            shuffled = jax.tree.map(
+                lambda x: x[order].reshape(config.num_minibatches, config.minibatch_size,
+                                           *x.shape[1:]),
+                batch,
+            )
+            return jax.lax.scan(minibatch_step, carry, shuffled)
+
+        (net_params, opt_state), stats = jax.lax.scan(
+            epoch, (state.params.network, state.opt_state),
+            jax.random.split(key, config.update_epochs),
+        )
+        return net_params, opt_state, jax.tree.map(jnp.mean, stats)
+
+    def update(state: State) -> tuple[State, dict[str, jax.Array]]:
+        hp = state.hparams
+        key, key_collect, key_learn = jax.random.split(state.key, 3)
+
+        # 1. Collect.
+        env_state, obs, traj, episode = collect(state, key_collect)
+
+        # 2. Advantages: V(final observation) is V(next observation) except where an
+        #    episode ended, where it is the value of the state really reached.
+        v_next = network.apply(state.params.network, traj.final_obs, method=ActorCritic.value)
+        advantage, target = jax.vmap(gae, in_axes=(1, 1, 1, 1, 1, None, None), out_axes=1)(
+            traj.reward, traj.value, v_next, traj.terminated, traj.truncated,
+            hp.gamma, hp.gae_lambda,
+        )
+
+        # 3. Learn on the flattened batch.
+        flat = jax.tree.map(lambda x: x.reshape(config.batch_size, *x.shape[2:]),
+                            (traj, advantage, target))
+        learning_rate = (
+            linear_schedule(hp.learning_rate, state.iteration, config.num_iterations)
+            if config.anneal_lr else hp.learning_rate
+        )
+        net_params, opt_state, stats = learn(state, key_learn, flat, learning_rate)
+
+        params = Params(net_params, _obs_stats(config, env_state))
+        state = state.replace(params=params, opt_state=opt_state, env_state=env_state, obs=obs,
+                              key=key, iteration=state.iteration + 1)
+        metrics = {**envs.summarize_episodes(episode), **stats, "learning_rate": learning_rate}
+        return state, metrics
+
+    def act(params: Params, obs: jax.Array, key: jax.Array, deterministic: bool = False):
+        """Actions for raw environment observations, batched ([..., *obs_shape]) or not."""
+        batch_shape = obs.shape[: obs.ndim - len(obs_shape)]
+        obs = obs.reshape(*batch_shape, -1)
+        if params.obs_stats is not None:
+            obs = envs.normalize(params.obs_stats, obs)
+        pi = network.apply(params.network, obs, method=ActorCritic.policy)
+        action = pi.mode() if deterministic else pi.sample(seed=key)
+        if not discrete:
+            action = jnp.clip(action, action_space.low, action_space.high)
+        return action
+
+    return Agent(init, update, act)
+
+
+def make_train(config: Config, env, env_params):
+    """`train(key) -> (final state, metrics [num_iterations])`: init, then scan(update)."""
+    agent = make(config, env, env_params)
+
+    def train(key: jax.Array):
+        state = agent.init(key)
+        return jax.lax.scan(lambda s, _: agent.update(s), state, None, config.num_iterations)
+
+    return train

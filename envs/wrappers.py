@@ -1,0 +1,304 @@
+"""Pure, vmappable environment wrappers on gymnax 1.0's step API.
+
+Every wrapper forwards `reset`, `step`, `observation_space`, `action_space` and
+`default_params` with explicit methods (no `__getattr__` on the step path). A
+wrapper's state is a `flax.struct.dataclass` holding the inner state, so a
+wrapped environment stays a pure function of (key, state, action, params).
+
+Order used by the agents (inner first)::
+
+    env -> EpisodeStatistics -> FlattenObservation / ClipAction
+        -> VecEnv(num_envs) -> NormalizeObservation -> ScaleReward
+
+`NormalizeObservation` and `ScaleReward` pool their running statistics over
+every leading batch axis, so after `VecEnv` they share one set of statistics
+across the parallel environments (and stay separate per vmapped seed).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from gymnax.environments import spaces
+
+
+class Wrapper:
+    """Forwards everything to the wrapped environment; subclasses override."""
+
+    def __init__(self, env):
+        self._env = env
+
+    @property
+    def default_params(self):
+        return self._env.default_params
+
+    @property
+    def name(self) -> str:
+        return self._env.name
+
+    @property
+    def unwrapped(self):
+        return getattr(self._env, "unwrapped", self._env)
+
+    def observation_space(self, params):
+        return self._env.observation_space(params)
+
+    def action_space(self, params):
+        return self._env.action_space(params)
+
+    def reset(self, key, params=None):
+        return self._env.reset(key, params)
+
+    def step(self, key, state, action, params=None):
+        return self._env.step(key, state, action, params)
+
+
+# --------------------------------------------------------------------------- episode statistics
+
+
+@struct.dataclass
+class EpisodeStatisticsState:
+    env_state: Any
+    episode_return: jax.Array  # [] return of the running episode so far
+    episode_length: jax.Array  # [] steps of the running episode so far
+
+
+class EpisodeStatistics(Wrapper):
+    """Adds `info["episode"] = {"return", "length", "done"}` on every step.
+
+    `return` and `length` are those of the episode that ended on this step and
+    are only meaningful where `done` is True: `done` is the validity mask, so a
+    reduction over steps counts only real, finished episodes and never a
+    placeholder (see `summarize_episodes`).
+    """
+
+    def reset(self, key, params=None):
+        obs, env_state = self._env.reset(key, params)
+        zero = jnp.zeros((), jnp.float32)
+        return obs, EpisodeStatisticsState(env_state, zero, jnp.zeros((), jnp.int32))
+
+    def step(self, key, state, action, params=None):
+        obs, env_state, reward, terminated, truncated, info = self._env.step(
+            key, state.env_state, action, params
+        )
+        done = jnp.logical_or(terminated, truncated)
+        ep_return = state.episode_return + reward.astype(jnp.float32)
+        ep_length = state.episode_length + 1
+        info = {**info, "episode": {"return": ep_return, "length": ep_length, "done": done}}
+        state = EpisodeStatisticsState(
+            env_state,
+            jnp.where(done, 0.0, ep_return),
+            jnp.where(done, 0, ep_length),
+        )
+        return obs, state, reward, terminated, truncated, info
+
+
+def summarize_episodes(episode: dict) -> dict[str, jax.Array]:
+    """Reduces `info["episode"]` arrays of any shape to scalars.
+
+    Returns `episode_return` and `episode_length` (means over the episodes that
+    ended, NaN when none did) and `episodes` (how many ended).
+    """
+    done = episode["done"]
+    count = done.sum()
+    safe = jnp.maximum(count, 1)
+    mean_return = jnp.where(done, episode["return"], 0.0).sum() / safe
+    mean_length = jnp.where(done, episode["length"], 0).sum() / safe
+    return {
+        "episode_return": jnp.where(count > 0, mean_return, jnp.nan),
+        "episode_length": jnp.where(count > 0, mean_length, jnp.nan),
+        "episodes": count,
+    }
+
+
+# --------------------------------------------------------------------------- shape and action
+
+
+class FlattenObservation(Wrapper):
+    """Flattens array observations (and `info["final_observation"]`) to 1-D."""
+
+    def observation_space(self, params):
+        space = self._env.observation_space(params)
+        if not isinstance(space, spaces.Box):
+            raise ValueError(f"FlattenObservation needs a Box observation space, got {space}")
+        size = int(np.prod(space.shape))
+        low, high = (
+            b if np.ndim(b) == 0 else np.reshape(b, (size,)) for b in (space.low, space.high)
+        )
+        return spaces.Box(low, high, (size,), space.dtype)
+
+    def reset(self, key, params=None):
+        obs, state = self._env.reset(key, params)
+        return jnp.reshape(obs, (-1,)), state
+
+    def step(self, key, state, action, params=None):
+        obs, state, reward, terminated, truncated, info = self._env.step(
+            key, state, action, params
+        )
+        info = {**info, "final_observation": jnp.reshape(info["final_observation"], (-1,))}
+        return jnp.reshape(obs, (-1,)), state, reward, terminated, truncated, info
+
+
+class ClipAction(Wrapper):
+    """Clips continuous actions into the action space's [low, high] before stepping."""
+
+    def step(self, key, state, action, params=None):
+        space = self._env.action_space(params if params is not None else self.default_params)
+        action = jnp.clip(action, space.low, space.high)
+        return self._env.step(key, state, action, params)
+
+
+class RescaleAction(Wrapper):
+    """Maps actions in [-1, 1] affinely onto the action space's [low, high]."""
+
+    def action_space(self, params):
+        space = self._env.action_space(params)
+        return spaces.Box(-1.0, 1.0, space.shape, space.dtype)
+
+    def step(self, key, state, action, params=None):
+        space = self._env.action_space(params if params is not None else self.default_params)
+        action = jnp.clip(action, -1.0, 1.0)
+        action = space.low + (action + 1.0) * 0.5 * (space.high - space.low)
+        return self._env.step(key, state, action, params)
+
+
+# --------------------------------------------------------------------------- batching
+
+
+class VecEnv(Wrapper):
+    """`num_envs` copies stepped in lockstep with `jax.vmap`.
+
+    `key` is either one key, split into one per copy, or already a batch of
+    `num_envs` keys. Passing pre-split keys lets a rollout draw all its keys in
+    one call outside its loop, which is much cheaper on CPU than a split per step.
+    """
+
+    def __init__(self, env, num_envs: int):
+        super().__init__(env)
+        self.num_envs = num_envs
+
+    def _keys(self, key):
+        typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+        if key.ndim == (1 if typed else 2):
+            return key
+        return jax.random.split(key, self.num_envs)
+
+    def reset(self, key, params=None):
+        return jax.vmap(self._env.reset, in_axes=(0, None))(self._keys(key), params)
+
+    def step(self, key, state, action, params=None):
+        return jax.vmap(self._env.step, in_axes=(0, 0, 0, None))(
+            self._keys(key), state, action, params
+        )
+
+
+# --------------------------------------------------------------------------- running statistics
+
+
+@struct.dataclass
+class RunningMeanStd:
+    """Running mean and variance (parallel Welford / Chan et al. update)."""
+
+    mean: jax.Array  # [*shape]
+    var: jax.Array  # [*shape]
+    count: jax.Array  # [] number of samples seen (starts at a small epsilon)
+
+    @classmethod
+    def create(cls, shape=()) -> RunningMeanStd:
+        return cls(jnp.zeros(shape, jnp.float32), jnp.ones(shape, jnp.float32), jnp.float32(1e-4))
+
+
+def update_running_stats(stats: RunningMeanStd, batch: jax.Array) -> RunningMeanStd:
+    """Folds `batch` [*batch_axes, *shape] into `stats` (shape = stats.mean.shape)."""
+    batch = jnp.asarray(batch, jnp.float32).reshape((-1, *stats.mean.shape))
+    batch_mean = batch.mean(axis=0)
+    batch_var = batch.var(axis=0)
+    batch_count = batch.shape[0]
+    delta = batch_mean - stats.mean
+    total = stats.count + batch_count
+    mean = stats.mean + delta * batch_count / total
+    m2 = stats.var * stats.count + batch_var * batch_count + delta**2 * stats.count * batch_count / total
+    return RunningMeanStd(mean, m2 / total, total)
+
+
+def normalize(stats: RunningMeanStd, x: jax.Array, clip: float = 10.0, eps: float = 1e-8):
+    """(x - mean) / sqrt(var + eps), clipped to [-clip, clip]."""
+    return jnp.clip((x - stats.mean) / jnp.sqrt(stats.var + eps), -clip, clip)
+
+
+@struct.dataclass
+class NormalizeObservationState:
+    env_state: Any
+    obs_stats: RunningMeanStd  # statistics of every observation returned so far
+
+
+class NormalizeObservation(Wrapper):
+    """Normalises observations with running statistics kept in the wrapper state.
+
+    Statistics are pooled over all leading batch axes of the observation. The
+    final observation in `info` is normalised with the same statistics, so a
+    value bootstrapped from it sees the same input scale as the policy. A policy
+    trained behind this wrapper needs `state.obs_stats` at evaluation time.
+    """
+
+    def __init__(self, env, clip: float = 10.0):
+        super().__init__(env)
+        self.clip = clip
+
+    def _obs_shape(self, params):
+        return tuple(self._env.observation_space(params).shape)
+
+    def reset(self, key, params=None):
+        obs, env_state = self._env.reset(key, params)
+        shape = self._obs_shape(params if params is not None else self.default_params)
+        stats = update_running_stats(RunningMeanStd.create(shape), obs)
+        return normalize(stats, obs, self.clip), NormalizeObservationState(env_state, stats)
+
+    def step(self, key, state, action, params=None):
+        obs, env_state, reward, terminated, truncated, info = self._env.step(
+            key, state.env_state, action, params
+        )
+        stats = update_running_stats(state.obs_stats, obs)
+        info = {**info, "final_observation": normalize(stats, info["final_observation"], self.clip)}
+        state = NormalizeObservationState(env_state, stats)
+        return normalize(stats, obs, self.clip), state, reward, terminated, truncated, info
+
+
+@struct.dataclass
+class ScaleRewardState:
+    env_state: Any
+    return_stats: RunningMeanStd  # statistics of the discounted return
+    discounted_return: jax.Array  # [*batch] running discounted return per environment
+
+
+class ScaleReward(Wrapper):
+    """Divides rewards by the running std of the discounted return (as gym's NormalizeReward).
+
+    Episode statistics added by an inner `EpisodeStatistics` stay in raw reward units.
+    """
+
+    def __init__(self, env, gamma: float = 0.99, clip: float = 10.0, eps: float = 1e-8):
+        super().__init__(env)
+        self.gamma, self.clip, self.eps = gamma, clip, eps
+
+    def reset(self, key, params=None):
+        obs, env_state = self._env.reset(key, params)
+        batch = getattr(self._env, "num_envs", None)
+        shape = () if batch is None else (batch,)
+        state = ScaleRewardState(env_state, RunningMeanStd.create(), jnp.zeros(shape, jnp.float32))
+        return obs, state
+
+    def step(self, key, state, action, params=None):
+        obs, env_state, reward, terminated, truncated, info = self._env.step(
+            key, state.env_state, action, params
+        )
+        done = jnp.logical_or(terminated, truncated)
+        ret = state.discounted_return * self.gamma + reward
+        stats = update_running_stats(state.return_stats, ret)
+        scaled = jnp.clip(reward / jnp.sqrt(stats.var + self.eps), -self.clip, self.clip)
+        state = ScaleRewardState(env_state, stats, jnp.where(done, 0.0, ret))
+        return obs, state, scaled, terminated, truncated, info
