@@ -267,9 +267,9 @@ def make(config: Config, env, env_params) -> Agent:
                      HParams.from_config(config), jnp.int32(0))
 
     def collect(state: State, key: jax.Array):
-        def step(carry, keys):
+        def step(carry, key):
             env_state, obs = carry
-            key_act, key_step = keys  # [], [num_envs]
+            key_act, key_step = jax.random.split(key)
             pi, value = network.apply(state.params.network, obs)
             action = pi.sample(seed=key_act)
             log_prob = pi.log_prob(action)
@@ -280,10 +280,7 @@ def make(config: Config, env, env_params) -> Agent:
                                     terminated, truncated, info["final_observation"])
             return (env_state, next_obs), (transition, info["episode"])
 
-        # All keys drawn up front: one PRNG call here instead of two per step.
-        key_act, key_step = jax.random.split(key)
-        keys = (jax.random.split(key_act, config.num_steps),
-                jax.random.split(key_step, (config.num_steps, config.num_envs)))
+        keys = jax.random.split(key, config.num_steps)
         (env_state, obs), (traj, episode) = jax.lax.scan(step, (state.env_state, state.obs), keys)
         return env_state, obs, traj, episode
 

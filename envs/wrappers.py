@@ -170,30 +170,19 @@ class RescaleAction(Wrapper):
 
 
 class VecEnv(Wrapper):
-    """`num_envs` copies stepped in lockstep with `jax.vmap`.
-
-    `key` is either one key, split into one per copy, or already a batch of
-    `num_envs` keys. Passing pre-split keys lets a rollout draw all its keys in
-    one call outside its loop, which is much cheaper on CPU than a split per step.
-    """
+    """`num_envs` copies stepped in lockstep with `jax.vmap`; one key in, one key per copy."""
 
     def __init__(self, env, num_envs: int):
         super().__init__(env)
         self.num_envs = num_envs
 
-    def _keys(self, key):
-        typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-        if key.ndim == (1 if typed else 2):
-            return key
-        return jax.random.split(key, self.num_envs)
-
     def reset(self, key, params=None):
-        return jax.vmap(self._env.reset, in_axes=(0, None))(self._keys(key), params)
+        keys = jax.random.split(key, self.num_envs)
+        return jax.vmap(self._env.reset, in_axes=(0, None))(keys, params)
 
     def step(self, key, state, action, params=None):
-        return jax.vmap(self._env.step, in_axes=(0, 0, 0, None))(
-            self._keys(key), state, action, params
-        )
+        keys = jax.random.split(key, self.num_envs)
+        return jax.vmap(self._env.step, in_axes=(0, 0, 0, None))(keys, state, action, params)
 
 
 # --------------------------------------------------------------------------- running statistics
