@@ -1,0 +1,9 @@
+"""purejaxrl_lab: run agents over many seeds as one compiled program, and report honestly."""
+
+from purejaxrl_lab import stats
+from purejaxrl_lab.results import Results
+from purejaxrl_lab.runner import run
+
+load = Results.load
+
+__all__ = ["Results", "load", "run", "stats"]
