@@ -276,9 +276,9 @@ class ScaleReward(Wrapper):
 
     def reset(self, key, params=None):
         obs, env_state = self._env.reset(key, params)
-        batch = getattr(self._env, "num_envs", None)
-        shape = () if batch is None else (batch,)
-        state = ScaleRewardState(env_state, RunningMeanStd.create(), jnp.zeros(shape, jnp.float32))
+        obs_ndim = len(self.observation_space(params if params is not None else self.default_params).shape)
+        batch_shape = obs.shape[: obs.ndim - obs_ndim]
+        state = ScaleRewardState(env_state, RunningMeanStd.create(), jnp.zeros(batch_shape, jnp.float32))
         return obs, state
 
     def step(self, key, state, action, params=None):

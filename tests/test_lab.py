@@ -1,0 +1,119 @@
+import dataclasses
+import json
+
+import jax
+import numpy as np
+import pytest
+
+import envs
+import purejaxrl_lab as lab
+from agents import ppo
+from agents.common import ONLY_DISCRETE, check_action_space
+from purejaxrl_lab import stats
+from tests.conftest import SMALL
+
+
+@pytest.fixture(scope="module")
+def results():
+    return lab.run("ppo", SMALL, "CartPole-v1", seeds=[0, 5], num_chunks=4, progress=False)
+
+
+def test_run_shapes_and_records(results):
+    n = SMALL.num_iterations
+    assert results.metrics["loss"].shape == (2, n)
+    assert results.seeds == [0, 5]
+    np.testing.assert_array_equal(results.env_steps, SMALL.batch_size * np.arange(1, n + 1))
+    assert results.final_return.shape == (2,)
+    assert results.compile_time > 0 and results.run_time > 0 and results.steps_per_second > 0
+    assert results.config["num_envs"] == SMALL.num_envs
+    assert {"jax", "flax", "gymnax", "python"} <= set(results.versions)
+    assert results.device["platform"] == jax.devices()[0].platform
+
+
+def test_run_seed_equals_single_train(results):
+    # Chunked (4 chunks of 2 iterations, the last one partly skipped) == one plain scan.
+    train = jax.jit(ppo.make_train(SMALL, *envs.make("CartPole-v1")))
+    for row, seed in enumerate(results.seeds):
+        _, single = train(jax.random.key(seed))
+        for k in ("loss", "entropy", "episode_return"):
+            np.testing.assert_allclose(results.metrics[k][row], single[k], rtol=2e-5, atol=1e-6, err_msg=k)
+
+
+def test_final_return_definition():
+    metrics = {"episode_return": np.array([[1.0, np.nan, 10.0, 20.0] * 5]),
+               "episodes": np.array([[1, 0, 1, 3] * 5])}
+    r = lab.Results("ppo", "X", {}, [0], metrics, 10, 1.0, 1.0, {}, {})
+    # last 10% of 20 iterations = iterations 18, 19: returns 10 (1 episode) and 20 (3 episodes)
+    np.testing.assert_allclose(r.final_return, [(10 + 3 * 20) / 4])
+
+
+def test_save_load_roundtrip_and_no_overwrite(results, tmp_path):
+    out = results.save(tmp_path / "run")
+    assert {p.name for p in out.iterdir()} == {"summary.json", "metrics.jsonl", "metrics.npz"}
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2 * SMALL.num_iterations
+    assert set(json.loads(lines[0])) >= {"seed", "iteration", "env_steps", "loss", "episode_return"}
+    loaded = lab.load(out)
+    for k, v in results.metrics.items():
+        np.testing.assert_array_equal(loaded.metrics[k], v)
+    np.testing.assert_array_equal(loaded.final_return, results.final_return)
+    assert loaded.config == json.loads(json.dumps(results.config))
+    before = (out / "summary.json").read_text()
+    with pytest.raises(FileExistsError):
+        results.save(out)
+    assert (out / "summary.json").read_text() == before
+    png = results.plot(tmp_path / "curve.png", statistic="mean")
+    assert png.stat().st_size > 5000
+
+
+def test_bad_input_errors_before_compilation():
+    def err(match, **kw):
+        args = {"agent": "ppo", "config": SMALL, "env": "CartPole-v1", "seeds": 1, **kw}
+        with pytest.raises(ValueError, match=match):
+            lab.run(args.pop("agent"), args.pop("config"), args.pop("env"), args.pop("seeds"),
+                    progress=False, **args)
+
+    err(r"unknown agent 'ppp'; closest: 'ppo'", agent="ppp")
+    err(r"unknown environment id 'Cartpole-v0'", env="Cartpole-v0")
+    err(r"seeds=0 is not allowed", seeds=0)
+    err(r"seeds=\[1, 1\].*distinct", seeds=[1, 1])
+    err(r"unknown config field of Config 'lerning_rate'; closest: 'learning_rate'",
+        config={"lerning_rate": 1e-3})
+    err(r"num_chunks=0", num_chunks=0)
+    err(r"log_std_init=1.0 is not allowed: this option applies to continuous",
+        config=dataclasses.replace(SMALL, log_std_init=1.0))
+    with pytest.raises(ValueError, match=r"num_envs=0 is not allowed: expected an integer >= 1"):
+        ppo.Config(num_envs=0)
+    with pytest.raises(ValueError, match=r"num_minibatches=3 .* must divide .* 512"):
+        ppo.Config(num_minibatches=3)
+    with pytest.raises(ValueError, match=r"learning_rate=-1.0"):
+        ppo.Config(learning_rate=-1.0)
+    with pytest.raises(ValueError, match=r"total_timesteps=100 .* at least one batch"):
+        ppo.Config(total_timesteps=100)
+
+
+def test_discrete_only_option_on_continuous_env_is_refused():
+    @dataclasses.dataclass(frozen=True)
+    class Cfg:
+        double_q: bool = dataclasses.field(default=False, metadata=ONLY_DISCRETE)
+
+    check_action_space(Cfg(double_q=True), discrete=True, env_name="CartPole-v1")
+    with pytest.raises(ValueError, match=r"double_q=True .* discrete action spaces only, and Pendulum-v1 has continuous"):
+        check_action_space(Cfg(double_q=True), discrete=False, env_name="Pendulum-v1")
+
+
+def test_non_finite_losses_warn():
+    env, params = envs.make("CartPole-v1", force_mag=float("inf"))
+    with pytest.warns(RuntimeWarning, match="non-finite values in metrics: .*loss"):
+        r = lab.run("ppo", SMALL, (env, params), seeds=1, progress=False)
+    assert "loss" in r.non_finite()
+
+
+def test_stats_known_values():
+    x = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 100.0])
+    # trim 25% each end (2 of 8): mean of [3, 4, 5, 6] = 4.5
+    assert stats.iqm(x) == pytest.approx(4.5)
+    low, high = stats.bootstrap_ci(np.full(10, 3.0), stats.mean)
+    assert low == high == pytest.approx(3.0)
+    low, high = stats.bootstrap_ci(np.arange(100.0), stats.mean)
+    assert low < 49.5 < high and high - low < 25
