@@ -26,7 +26,7 @@ def make_optimizer(eps: float = 1e-5) -> optax.GradientTransformationExtraArgs:
 
     def update(grads, opt_state, params=None, *, learning_rate, max_grad_norm):
         del params
-        g_norm = optax.global_norm(grads)
+        g_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
         scale = jnp.where(g_norm < max_grad_norm, 1.0, max_grad_norm / g_norm)
         grads = jax.tree.map(lambda g: g * scale.astype(g.dtype), grads)
         updates, opt_state = adam.update(grads, opt_state)
