@@ -95,6 +95,23 @@ def environment_info() -> tuple[dict[str, str], dict[str, Any]]:
     return versions, device
 
 
+def chunk_length(num_iterations: int, num_chunks: int) -> tuple[int, bool]:
+    """(iterations per chunk, whether the last chunk is partial and needs skipping).
+
+    Prefers a length that divides `num_iterations` with between half and twice the
+    requested number of chunks (the compiled chunk is then a plain scan); otherwise
+    uses ceil(num_iterations / num_chunks) and skips the surplus iterations of the
+    last chunk with a `lax.cond`.
+    """
+    target = max(1, min(num_chunks, num_iterations))
+    candidates = [c for c in range(max(1, target // 2), min(num_iterations, 2 * target) + 1)
+                  if num_iterations % c == 0]
+    if candidates:
+        count = min(candidates, key=lambda c: abs(c - target))
+        return num_iterations // count, False
+    return math.ceil(num_iterations / target), True
+
+
 def seed_keys(seeds: Sequence[int]) -> jax.Array:
     """Key i is `jax.random.key(seeds[i])`: seed i of a batched run is the single run with that key."""
     return jnp.stack([jax.random.key(s) for s in seeds])
@@ -134,10 +151,12 @@ def run(
     the_agent = module.make(config, env, env_params)  # validates config against env
 
     num_iterations = config.num_iterations
-    chunk_len = math.ceil(num_iterations / min(num_chunks, num_iterations))
+    chunk_len, needs_skip = chunk_length(num_iterations, num_chunks)
     keys = seed_keys(seed_list)
 
     def run_chunk(state, num_valid):
+        if not needs_skip:  # every chunk is full: a plain scan
+            return jax.lax.scan(lambda s, _: the_agent.update(s), state, None, chunk_len)
         zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
                              jax.eval_shape(the_agent.update, state)[1])
 
@@ -171,9 +190,9 @@ def run(
         launched = None
         if done < num_iterations:
             n = min(chunk_len, num_iterations - done)
-            states, metrics = chunk_fn(states, jnp.int32(n))  # dispatched asynchronously
+            states, metrics = chunk_fn(states, jnp.int32(n))  # asynchronous on GPU/TPU
             launched, done = (metrics, n), done + n
-        if pending is not None:  # collect the previous chunk while this one runs
+        if pending is not None:  # read the previous chunk while this one runs
             metrics, n = pending
             host = {k: np.asarray(v)[:, :n] for k, v in metrics.items()}
             collected.append(host)
