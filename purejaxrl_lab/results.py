@@ -229,15 +229,11 @@ class Results:
 
 
 def _forward_fill(x: np.ndarray) -> np.ndarray:
-    x = np.array(x, dtype=np.float64)
-    for row in x:
-        last = np.nan
-        for t in range(row.shape[0]):
-            if np.isnan(row[t]):
-                row[t] = last
-            else:
-                last = row[t]
-    return x
+    """Replaces each NaN along the last axis by the latest earlier non-NaN value (leading NaNs stay)."""
+    x = np.asarray(x, dtype=np.float64)
+    idx = np.where(np.isnan(x), 0, np.arange(x.shape[-1]))
+    np.maximum.accumulate(idx, axis=-1, out=idx)
+    return np.take_along_axis(x, idx, axis=-1)
 
 
 def _scalar(v):

@@ -1,7 +1,5 @@
 import pytest
 
-import purejaxrl_lab  # noqa: F401  (process settings: CPU async dispatch off, see its __init__)
-
 from agents import ppo
 
 # One small configuration shared across tests, so its programs compile once per process.

@@ -117,3 +117,10 @@ def test_stats_known_values():
     assert low == high == pytest.approx(3.0)
     low, high = stats.bootstrap_ci(np.arange(100.0), stats.mean)
     assert low < 49.5 < high and high - low < 25
+
+
+def test_plot_carries_last_return_forward():
+    from purejaxrl_lab.results import _forward_fill
+
+    x = np.array([[np.nan, 1.0, np.nan, 3.0, np.nan], [2.0, np.nan, np.nan, np.nan, 5.0]])
+    np.testing.assert_array_equal(_forward_fill(x), [[np.nan, 1, 1, 3, 3], [2, 2, 2, 2, 5]])

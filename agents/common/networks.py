@@ -4,17 +4,59 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import math
+
 import distrax
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu}
 
 
+def _gram_schmidt(z: jax.Array) -> jax.Array:
+    """Q of the QR decomposition of z [n, m] (n >= m) with R's diagonal positive.
+
+    Classical Gram-Schmidt applied twice per column ("twice is enough"), in plain
+    matrix products: no LAPACK call.
+    """
+    m = z.shape[1]
+
+    def column(j, q):
+        v = q[:, j]
+        earlier = (jnp.arange(m) < j).astype(z.dtype)
+        for _ in range(2):
+            v = v - q @ ((q.T @ v) * earlier)
+        return q.at[:, j].set(v / jnp.sqrt(jnp.sum(v * v)))
+
+    return jax.lax.fori_loop(0, m, column, z)
+
+
+def orthogonal(scale: float = 1.0):
+    """Orthogonal initialiser (Saxe et al. 2014) for Dense kernels [in, out].
+
+    The same distribution and, for the same key, the same matrix (up to rounding)
+    as `jax.nn.initializers.orthogonal`: the Gaussian draw is identical and Q is
+    that of its QR with R's diagonal made positive (Mezzadri 2007). Q is computed
+    with Gram-Schmidt instead of LAPACK's QR because XLA-CPU's batched LAPACK QR
+    can deadlock when two run at once on a small thread pool (every vmapped
+    `init` on a 2-core machine hung intermittently).
+    """
+
+    def init(key, shape, dtype=jnp.float32):
+        n_rows, n_cols = math.prod(shape[:-1]), shape[-1]
+        z = jax.random.normal(key, (max(n_rows, n_cols), min(n_rows, n_cols)), dtype)
+        q = _gram_schmidt(z)
+        if n_rows < n_cols:
+            q = q.T
+        return (scale * q).reshape(shape).astype(dtype)
+
+    return init
+
+
 def _dense(features: int, scale: float) -> nn.Dense:
-    return nn.Dense(features, kernel_init=nn.initializers.orthogonal(scale),
-                    bias_init=nn.initializers.zeros)
+    return nn.Dense(features, kernel_init=orthogonal(scale), bias_init=nn.initializers.zeros)
 
 
 class MLP(nn.Module):
