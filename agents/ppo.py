@@ -223,12 +223,12 @@ def validate(config: Config, env, env_params) -> None:
     check_action_space(config, isinstance(space, spaces.Discrete), env.name)
 
 
-def wrap_env(config: Config, env):
+def wrap_env(config: Config, env, env_params):
     """The environment stack PPO trains on (inner first)."""
     env = envs.EpisodeStatistics(env)
-    if len(env.observation_space(env.default_params).shape) != 1:
+    if len(env.observation_space(env_params).shape) != 1:
         env = envs.FlattenObservation(env)
-    if not is_discrete(env, env.default_params):
+    if not is_discrete(env, env_params):
         env = envs.ClipAction(env)
     env = envs.VecEnv(env, config.num_envs)
     if config.normalize_obs:
@@ -253,7 +253,7 @@ def make(config: Config, env, env_params) -> Agent:
     action_space = env.action_space(env_params)
     obs_shape = tuple(env.observation_space(env_params).shape)
     action_dim = action_space.n if discrete else int(math.prod(action_space.shape))
-    venv = wrap_env(config, env)
+    venv = wrap_env(config, env, env_params)
     network = ActorCritic(action_dim, discrete, config.hidden_sizes, config.activation,
                           config.log_std_init)
     optimizer = make_optimizer()
