@@ -36,6 +36,10 @@ class Wrapper:
     def default_params(self):
         return self._env.default_params
 
+    def _params(self, params):
+        """`params`, or the default parameters when None (gymnax's convention)."""
+        return params if params is not None else self.default_params
+
     @property
     def name(self) -> str:
         return self._env.name
@@ -147,7 +151,7 @@ class ClipAction(Wrapper):
     """Clips continuous actions into the action space's [low, high] before stepping."""
 
     def step(self, key, state, action, params=None):
-        space = self._env.action_space(params if params is not None else self.default_params)
+        space = self._env.action_space(self._params(params))
         action = jnp.clip(action, space.low, space.high)
         return self._env.step(key, state, action, params)
 
@@ -160,7 +164,7 @@ class RescaleAction(Wrapper):
         return spaces.Box(-1.0, 1.0, space.shape, space.dtype)
 
     def step(self, key, state, action, params=None):
-        space = self._env.action_space(params if params is not None else self.default_params)
+        space = self._env.action_space(self._params(params))
         action = jnp.clip(action, -1.0, 1.0)
         action = space.low + (action + 1.0) * 0.5 * (space.high - space.low)
         return self._env.step(key, state, action, params)
@@ -243,7 +247,7 @@ class NormalizeObservation(Wrapper):
 
     def reset(self, key, params=None):
         obs, env_state = self._env.reset(key, params)
-        shape = self._obs_shape(params if params is not None else self.default_params)
+        shape = self._obs_shape(self._params(params))
         stats = update_running_stats(RunningMeanStd.create(shape), obs)
         return normalize(stats, obs, self.clip), NormalizeObservationState(env_state, stats)
 
@@ -276,7 +280,7 @@ class ScaleReward(Wrapper):
 
     def reset(self, key, params=None):
         obs, env_state = self._env.reset(key, params)
-        obs_ndim = len(self.observation_space(params if params is not None else self.default_params).shape)
+        obs_ndim = len(self.observation_space(self._params(params)).shape)
         batch_shape = obs.shape[: obs.ndim - obs_ndim]
         state = ScaleRewardState(env_state, RunningMeanStd.create(), jnp.zeros(batch_shape, jnp.float32))
         return obs, state

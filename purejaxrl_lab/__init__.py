@@ -2,8 +2,8 @@
 
 from purejaxrl_lab import stats
 from purejaxrl_lab.results import Results
-from purejaxrl_lab.runner import run
+from purejaxrl_lab.runner import execute, prepare, run
 
 load = Results.load
 
-__all__ = ["Results", "load", "run", "stats"]
+__all__ = ["Results", "execute", "load", "prepare", "run", "stats"]

@@ -20,8 +20,6 @@ USAGE = """usage: purejaxrl-lab train AGENT [--env ID] [--seeds N] [--out DIR] [
        purejaxrl-lab list
        purejaxrl-lab train AGENT --help     (every config field, with its meaning)"""
 
-RUN_OPTIONS = ("env", "seeds", "out", "preset", "progress", "num-chunks")
-
 
 class UsageError(Exception):
     """Bad command-line input: printed as one line, exit status 2."""
@@ -51,9 +49,11 @@ def _train_args_type(config_cls):
 
 
 def _known_flags(config_cls) -> list[str]:
-    names = list(RUN_OPTIONS) + [f.name.replace("_", "-") for f in dataclasses.fields(config_cls)]
-    bools = ["progress"] + [f.name.replace("_", "-") for f in dataclasses.fields(config_cls)
-                            if f.type in (bool, "bool")]
+    """Every --option `train` accepts: TrainArgs' own fields, the config's fields, --no-<bool>."""
+    own = [f for f in dataclasses.fields(_train_args_type(config_cls)) if f.name != "config"]
+    fields = own + list(dataclasses.fields(config_cls))
+    names = [f.name.replace("_", "-") for f in fields]
+    bools = [f.name.replace("_", "-") for f in fields if f.type in (bool, "bool")]
     return names + ["no-" + b for b in bools] + ["help"]
 
 
@@ -136,21 +136,16 @@ def train(argv: list[str]) -> int:
 
     name, module, args = _parse_train(argv)
     try:
-        env_id, env, env_params = runner.resolve_env(args.env)
-        runner.resolve_seeds(args.seeds)
-        module.make(args.config, env, env_params)  # env-dependent checks, no compilation
-        if args.num_chunks < 1:
-            raise ValueError(f"num_chunks={args.num_chunks} is not allowed: expected an integer >= 1")
+        plan = runner.prepare(module, args.config, args.env, args.seeds, num_chunks=args.num_chunks)
     except ValueError as e:
         raise UsageError(str(e)) from None
     out = Path(args.out) if args.out else Path("runs") / (
-        f"{name}-{env_id}-{time.strftime('%Y%m%d-%H%M%S')}")
+        f"{name}-{plan.env_id}-{time.strftime('%Y%m%d-%H%M%S')}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"out={str(out)!r} already exists and is not an empty directory; "
                          f"choose a new one (existing results are never overwritten)")
 
-    results = runner.run(module, args.config, args.env, seeds=args.seeds,
-                         num_chunks=args.num_chunks, progress=args.progress)
+    results = runner.execute(plan, progress=args.progress)
     results.save(out)
     plot = results.plot(out / "curve.png")
     print()

@@ -117,6 +117,31 @@ def seed_keys(seeds: Sequence[int]) -> jax.Array:
     return jnp.stack([jax.random.key(s) for s in seeds])
 
 
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """A validated run, built without compiling anything (see `prepare`)."""
+
+    name: str
+    config: Any
+    env_id: str
+    seeds: list[int]
+    agent: Any  # the Agent built by module.make
+    num_chunks: int
+
+
+def prepare(agent: str | ModuleType, config: Any = None, env: Any = "CartPole-v1",
+            seeds: int | Sequence[int] = 1, *, num_chunks: int = 20) -> Plan:
+    """Resolves and checks every input of `run`; raises ValueError, compiles nothing."""
+    name, module = resolve_agent(agent)
+    config = resolve_config(module, config)
+    env_id, env_obj, env_params = resolve_env(env)
+    seed_list = resolve_seeds(seeds)
+    if isinstance(num_chunks, bool) or not isinstance(num_chunks, int) or num_chunks < 1:
+        raise ValueError(f"num_chunks={num_chunks!r} is not allowed: expected an integer >= 1")
+    the_agent = module.make(config, env_obj, env_params)  # validates config against env
+    return Plan(name, config, env_id, seed_list, the_agent, num_chunks)
+
+
 def run(
     agent: str | ModuleType,
     config: Any = None,
@@ -142,16 +167,15 @@ def run(
     Raises:
       ValueError: bad input, before anything is compiled.
     """
-    name, module = resolve_agent(agent)
-    config = resolve_config(module, config)
-    env_id, env, env_params = resolve_env(env)
-    seed_list = resolve_seeds(seeds)
-    if isinstance(num_chunks, bool) or not isinstance(num_chunks, int) or num_chunks < 1:
-        raise ValueError(f"num_chunks={num_chunks!r} is not allowed: expected an integer >= 1")
-    the_agent = module.make(config, env, env_params)  # validates config against env
+    return execute(prepare(agent, config, env, seeds, num_chunks=num_chunks), progress=progress)
 
+
+def execute(plan: Plan, progress: bool = True) -> Results:
+    """Compiles and runs a prepared plan."""
+    name, config, env_id, seed_list, the_agent = (
+        plan.name, plan.config, plan.env_id, plan.seeds, plan.agent)
     num_iterations = config.num_iterations
-    chunk_len, needs_skip = chunk_length(num_iterations, num_chunks)
+    chunk_len, needs_skip = chunk_length(num_iterations, plan.num_chunks)
     keys = seed_keys(seed_list)
 
     def run_chunk(state, num_valid):

@@ -10,7 +10,7 @@ def test_public_names_import():
         "agents.common": ["ActorCritic", "gae", "clipped_surrogate_loss", "value_loss",
                           "make_optimizer", "linear_schedule"],
         "agents.ppo": ["Config", "make", "make_train", "PRESETS", "State", "Params"],
-        "purejaxrl_lab": ["run", "Results", "load", "stats"],
+        "purejaxrl_lab": ["run", "prepare", "execute", "Results", "load", "stats"],
     }.items():
         mod = importlib.import_module(module)
         for name in names:
