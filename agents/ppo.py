@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -258,13 +259,18 @@ def make(config: Config, env, env_params) -> Agent:
                           config.log_std_init)
     optimizer = make_optimizer()
 
-    def init(key: jax.Array) -> State:
+    def init(key: jax.Array, hparams: Mapping[str, Any] | None = None) -> State:
+        """`hparams`: tunable hyperparameters replacing the config's (e.g. one sweep setting)."""
+        hp = HParams.from_config(config)
+        if hparams:
+            hp = hp.replace(**{k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()})
         key, key_net, key_env = jax.random.split(key, 3)
         obs, env_state = venv.reset(key_env, env_params)
+        if config.normalize_reward:  # the reward scale tracks the return discounted by gamma
+            env_state = env_state.replace(gamma=hp.gamma)
         net_params = network.init(key_net, obs)
         params = Params(net_params, _obs_stats(config, env_state))
-        return State(params, optimizer.init(net_params), env_state, obs, key,
-                     HParams.from_config(config), jnp.int32(0))
+        return State(params, optimizer.init(net_params), env_state, obs, key, hp, jnp.int32(0))
 
     def collect(state: State, key: jax.Array):
         def step(carry, key):

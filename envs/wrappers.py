@@ -266,6 +266,7 @@ class ScaleRewardState:
     env_state: Any
     return_stats: RunningMeanStd  # statistics of the discounted return
     discounted_return: jax.Array  # [*batch] running discounted return per environment
+    gamma: jax.Array  # [] discount of that return (state, so an agent can sweep it)
 
 
 class ScaleReward(Wrapper):
@@ -282,7 +283,8 @@ class ScaleReward(Wrapper):
         obs, env_state = self._env.reset(key, params)
         obs_ndim = len(self.observation_space(self._params(params)).shape)
         batch_shape = obs.shape[: obs.ndim - obs_ndim]
-        state = ScaleRewardState(env_state, RunningMeanStd.create(), jnp.zeros(batch_shape, jnp.float32))
+        state = ScaleRewardState(env_state, RunningMeanStd.create(), jnp.zeros(batch_shape, jnp.float32),
+                                 jnp.float32(self.gamma))
         return obs, state
 
     def step(self, key, state, action, params=None):
@@ -290,8 +292,8 @@ class ScaleReward(Wrapper):
             key, state.env_state, action, params
         )
         done = jnp.logical_or(terminated, truncated)
-        ret = state.discounted_return * self.gamma + reward
+        ret = state.discounted_return * state.gamma + reward
         stats = update_running_stats(state.return_stats, ret)
         scaled = jnp.clip(reward / jnp.sqrt(stats.var + self.eps), -self.clip, self.clip)
-        state = ScaleRewardState(env_state, stats, jnp.where(done, 0.0, ret))
+        state = ScaleRewardState(env_state, stats, jnp.where(done, 0.0, ret), state.gamma)
         return obs, state, scaled, terminated, truncated, info

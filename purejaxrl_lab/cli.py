@@ -1,5 +1,9 @@
-"""Command line: `purejaxrl-lab train AGENT --env ID --seeds N [--out DIR] [--<config field> V]`,
-`purejaxrl-lab list`.
+"""Command line:
+
+    purejaxrl-lab train AGENT --env ID --seeds N [--out DIR] [--resume DIR] [--<config field> V]
+    purejaxrl-lab sweep AGENT --env ID --seeds N --grid learning_rate=1e-3,3e-4 ent_coef=0,0.01
+    purejaxrl-lab plot DIR [DIR ...]
+    purejaxrl-lab list
 
 Options are parsed by tyro from the agent's own Config dataclass (its field
 docstrings are the --help text). Bad input prints one line and exits with
@@ -16,17 +20,21 @@ import time
 from pathlib import Path
 
 USAGE = """usage: purejaxrl-lab train AGENT [--env ID] [--seeds N] [--out DIR] [--preset NAME]
-                           [--no-progress] [--<config field> VALUE ...]
+                           [--resume DIR] [--<config field> VALUE ...]
+       purejaxrl-lab sweep AGENT --grid NAME=V1,V2 [NAME=V1,V2 ...] [train's options]
+       purejaxrl-lab plot DIR [DIR ...] [--out DIR] [--statistic iqm|mean|median]
        purejaxrl-lab list
-       purejaxrl-lab train AGENT --help     (every config field, with its meaning)"""
+       purejaxrl-lab train AGENT --help     (every option, with its meaning)"""
 
 
 class UsageError(Exception):
     """Bad command-line input: printed as one line, exit status 2."""
 
 
-def _train_args_type(config_cls):
+def _args_type(config_cls, command: str = "train"):
     import tyro
+
+    from purejaxrl_lab.runtime import DEFAULT_CACHE_DIR
 
     @dataclasses.dataclass(frozen=True)
     class TrainArgs:
@@ -37,30 +45,60 @@ def _train_args_type(config_cls):
         seeds: int = 8
         """Number of seeds (0..N-1), trained together in one compiled program."""
         out: str | None = None
-        """Results directory (must be new or empty). Default: runs/AGENT-ENV-TIMESTAMP."""
+        """Results directory (new, or holding no results). Default: runs/AGENT-ENV-TIMESTAMP."""
         preset: str | None = None
         """Named configuration of the agent to start from (see `purejaxrl-lab list`)."""
         progress: bool = True
         """Show a progress bar."""
         num_chunks: int = 20
-        """Progress updates during the run."""
+        """Progress updates (and checkpoint opportunities) during the run."""
+        checkpoint_every: int = 5
+        """Checkpoint into OUT/checkpoints every this many chunks and at the end (0: never)."""
+        resume: str | None = None
+        """Continue the run in this results directory from its newest checkpoint; options
+        default to the checkpointed run's, and results are written there."""
+        devices: int | None = None
+        """Devices to shard the runs over (default: all)."""
+        log: tuple[str, ...] = ("jsonl",)
+        """Log sinks: jsonl (OUT/log.jsonl), tensorboard (OUT/tensorboard), wandb (offline)."""
+        compilation_cache: bool = True
+        """Use JAX's persistent compilation cache, so a second identical run skips compiling."""
+        cache_dir: str = str(DEFAULT_CACHE_DIR)
+        """Where the compilation cache lives."""
+        coordinator_address: str | None = None
+        """Multi-host: address:port of process 0 (or set JAX_COORDINATOR_ADDRESS)."""
+        num_processes: int | None = None
+        """Multi-host: number of processes (or JAX_NUM_PROCESSES)."""
+        process_id: int | None = None
+        """Multi-host: this process's index (or JAX_PROCESS_ID)."""
+        distributed: bool = False
+        """Multi-host: let JAX detect the cluster (SLURM, Cloud TPU); detected anyway when the
+        job has several processes."""
 
-    return TrainArgs
+    if command == "train":
+        return TrainArgs
+
+    @dataclasses.dataclass(frozen=True)
+    class SweepArgs(TrainArgs):
+        grid: tuple[str, ...] = ()
+        """NAME=V1,V2,... items: tunable hyperparameters or env.<param>, run as a cartesian grid."""
+
+    return SweepArgs
 
 
-def _known_flags(config_cls) -> list[str]:
+def _known_flags(config_cls, command: str) -> list[str]:
     """Every --option `train` accepts: TrainArgs' own fields, the config's fields, --no-<bool>."""
-    own = [f for f in dataclasses.fields(_train_args_type(config_cls)) if f.name != "config"]
+    own = [f for f in dataclasses.fields(_args_type(config_cls, command)) if f.name != "config"]
     fields = own + list(dataclasses.fields(config_cls))
     names = [f.name.replace("_", "-") for f in fields]
     bools = [f.name.replace("_", "-") for f in fields if f.type in (bool, "bool")]
     return names + ["no-" + b for b in bools] + ["help"]
 
 
-def _check_flags(argv: list[str], config_cls) -> None:
+def _check_flags(argv: list[str], config_cls, command: str) -> None:
     from envs import close_matches
 
-    known = _known_flags(config_cls)
+    known = _known_flags(config_cls, command)
     for arg in argv:
         if not arg.startswith("--"):
             continue
@@ -68,7 +106,7 @@ def _check_flags(argv: list[str], config_cls) -> None:
         if name not in known:
             hits = close_matches(name, known)
             hint = ("; closest: " + ", ".join("--" + h for h in hits)) if hits else ""
-            raise UsageError(f"unknown option --{name}{hint} (see `purejaxrl-lab train AGENT --help`)")
+            raise UsageError(f"unknown option --{name}{hint} (see `purejaxrl-lab {command} AGENT --help`)")
 
 
 def _tyro_message(text: str) -> str:
@@ -100,22 +138,90 @@ def _preset(module, argv: list[str]):
     return module.Config()
 
 
-def _parse_train(argv: list[str]):
+def _flag_value(argv: list[str], name: str) -> str | None:
+    """The value of --name V / --name=V in argv (last one wins), without parsing the rest."""
+    value = None
+    for i, arg in enumerate(argv):
+        if arg == f"--{name}" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(f"--{name}="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def _early_distributed(argv: list[str]) -> None:
+    """Joins a multi-host job before anything (gymnax included) touches a device."""
+    from purejaxrl_lab import runtime
+
+    try:
+        address = _flag_value(argv, "coordinator-address")
+        num = _flag_value(argv, "num-processes")
+        pid = _flag_value(argv, "process-id")
+        runtime.initialize_distributed(address, None if num is None else int(num),
+                                       None if pid is None else int(pid),
+                                       auto="--distributed" in argv)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def _resume_meta(argv: list[str]) -> dict | None:
+    """The checkpointed run's identity when --resume DIR is given (its options become defaults)."""
+    directory = _flag_value(argv, "resume")
+    if directory is None:
+        return None
+    from purejaxrl_lab import checkpoint
+
+    path = Path(directory)
+    if not (path / "checkpoints").is_dir():
+        raise UsageError(f"resume={directory!r} is not allowed: it holds no checkpoints/ "
+                         f"(not a results directory written with checkpointing)")
+    if (path / "summary.json").exists():
+        raise UsageError(f"resume={directory!r} is not allowed: that run is complete "
+                         f"(summary.json is there)")
+    store = checkpoint.Checkpoints(path / "checkpoints")
+    try:
+        step = store.latest()
+        if step is None:
+            raise UsageError(f"resume={directory!r} is not allowed: it holds no complete checkpoint")
+        return store.meta(step)
+    finally:
+        store.close()
+
+
+def _parse(command: str, argv: list[str]):
     import tyro
 
     import agents
+    from agents.common.config import config_from_dict
 
     if not argv or argv[0].startswith("-"):
-        raise UsageError(f"train needs an AGENT, one of: {', '.join(agents.available())}")
+        raise UsageError(f"{command} needs an AGENT, one of: {', '.join(agents.available())}")
     try:
         module = agents.get(argv[0])
     except ValueError as e:
         raise UsageError(str(e)) from None
     rest = argv[1:]
-    _check_flags(rest, module.Config)
-    args_type = _train_args_type(module.Config)
-    default = args_type(config=_preset(module, rest))
-    prog = f"purejaxrl-lab train {argv[0]}"
+    _check_flags(rest, module.Config, command)
+    args_type = _args_type(module.Config, command)
+    meta = _resume_meta(rest)
+    if meta is not None:  # options default to the checkpointed run's
+        if meta["agent"] != argv[0]:
+            raise UsageError(f"resume: the checkpoint is of agent {meta['agent']!r}, not {argv[0]!r}")
+        if bool(meta["settings"]) != (command == "sweep"):
+            kind = "sweep" if meta["settings"] else "train"
+            raise UsageError(f"resume: the checkpoint is of a {kind} run; use `purejaxrl-lab {kind}`")
+        extra = {}
+        if command == "sweep":
+            names = list(meta["settings"][0])
+            extra["grid"] = tuple(f"{n}=" + ",".join(repr(s[n]) for s in meta["settings"]) for n in names)
+        try:
+            config = config_from_dict(module.Config, meta["config"])
+        except ValueError as e:
+            raise UsageError(f"resume: {e}") from None
+        default = args_type(config=config, env=meta["env"], seeds=len(meta["seeds"]), **extra)
+    else:
+        default = args_type(config=_preset(module, rest))
+    prog = f"purejaxrl-lab {command} {argv[0]}"
     if "-h" in rest or "--help" in rest:
         tyro.cli(args_type, args=rest, default=default, prog=prog)  # prints help, exits 0
     captured = io.StringIO()
@@ -128,31 +234,127 @@ def _parse_train(argv: list[str]):
         raise UsageError(_tyro_message(captured.getvalue())) from None
     except ValueError as e:  # a Config.__post_init__ check
         raise UsageError(str(e)) from None
-    return argv[0], module, args
+    return argv[0], module, args, meta
 
 
-def train(argv: list[str]) -> int:
-    from purejaxrl_lab import runner
+def _run(command: str, argv: list[str]) -> int:
+    """`train` and `sweep`: check everything, then compile, run, save, report."""
+    _early_distributed(argv)
+    from purejaxrl_lab import grid as grid_lib
+    from purejaxrl_lab import loggers, runner, runtime
 
-    name, module, args = _parse_train(argv)
+    name, module, args, meta = _parse(command, argv)
+    sweep_kwargs = {}
     try:
-        plan = runner.prepare(module, args.config, args.env, args.seeds, num_chunks=args.num_chunks)
+        if command == "sweep":
+            if not args.grid:
+                raise ValueError("sweep needs --grid NAME=V1,V2 ... (e.g. --grid learning_rate=1e-3,3e-4)")
+            sweep_kwargs = {"grid": grid_lib.parse_cli(args.grid), "sweep": True}
+        loggers.check_sinks(args.log)
+        if isinstance(args.checkpoint_every, bool) or args.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every={args.checkpoint_every} is not allowed: expected an "
+                             f"integer >= 0 (0: no checkpoints)")
+        if args.resume is not None:
+            if args.out is not None and Path(args.out).absolute() != Path(args.resume).absolute():
+                raise ValueError(f"out={args.out!r} is not allowed with resume={args.resume!r}: "
+                                 f"a resumed run writes its results where it was")
+            out = Path(args.resume)
+            seeds = meta["seeds"] if args.seeds == len(meta["seeds"]) else args.seeds
+        else:
+            out = Path(args.out) if args.out else Path("runs") / (
+                f"{name}-{args.env}-{time.strftime('%Y%m%d-%H%M%S')}")
+            if out.exists() and not out.is_dir():
+                raise ValueError(f"out={str(out)!r} is a file; choose a new directory")
+            if (out / "summary.json").exists() or (out / "checkpoints").exists():
+                raise ValueError(f"out={str(out)!r} already exists and holds results or checkpoints; "
+                                 f"choose a new directory, or --resume {out} to continue it "
+                                 f"(existing results are never overwritten)")
+            seeds = args.seeds
+        checkpoints = out / "checkpoints" if args.checkpoint_every > 0 else None
+        plan = runner.prepare(
+            module, args.config, args.env, seeds, num_chunks=args.num_chunks, devices=args.devices,
+            checkpoint_dir=checkpoints if args.resume is None else None,
+            checkpoint_every=max(1, args.checkpoint_every),
+            resume=out / "checkpoints" if args.resume is not None else None, **sweep_kwargs)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    out = Path(args.out) if args.out else Path("runs") / (
-        f"{name}-{plan.env_id}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"out={str(out)!r} already exists and is not an empty directory; "
-                         f"choose a new one (existing results are never overwritten)")
+    if args.resume is not None and args.checkpoint_every == 0:
+        plan = dataclasses.replace(plan, checkpoint_dir=None)
+    if args.compilation_cache:
+        runtime.enable_compilation_cache(args.cache_dir)
 
-    results = runner.execute(plan, progress=args.progress)
+    main_process = runtime.is_main_process()
+    sinks = (loggers.make(args.log, out, config=dataclasses.asdict(plan.config),
+                          run_name=out.name) if main_process else [])
+    try:
+        results = runner.execute(plan, progress=args.progress, loggers=sinks)
+    finally:
+        for sink in sinks:
+            sink.close()
+    if not main_process:
+        return 0
     results.save(out)
     plot = results.plot(out / "curve.png")
     print()
     print(results.table())
-    print(f"\nresults: {out}/ (summary.json, metrics.jsonl, metrics.npz)")
+    print(f"\nresults: {out}/ (summary.json, metrics.jsonl, metrics.npz"
+          + (", checkpoints/" if plan.checkpoint_dir is not None else "") + ")")
     print(f"plot:    {plot}")
     return 0
+
+
+def plot(argv: list[str]) -> int:
+    import tyro
+
+    @dataclasses.dataclass(frozen=True)
+    class PlotArgs:
+        dirs: tyro.conf.Positional[tuple[str, ...]]
+        """Results directories of runs or sweeps to compare."""
+        out: str = "plots"
+        """Where curves.png and final_returns.png are written."""
+        statistic: str = "iqm"
+        """Across seeds: iqm, mean or median."""
+        metric: str = "episode_return"
+        """The metric the curves show."""
+
+    captured = io.StringIO()
+    if "-h" in argv or "--help" in argv:
+        tyro.cli(PlotArgs, args=argv, prog="purejaxrl-lab plot")
+    try:
+        with contextlib.redirect_stderr(captured), contextlib.redirect_stdout(captured):
+            args = tyro.cli(PlotArgs, args=argv, prog="purejaxrl-lab plot")
+    except SystemExit as e:
+        if e.code in (0, None):
+            raise
+        raise UsageError(_tyro_message(captured.getvalue())) from None
+    from purejaxrl_lab import plots, results
+
+    if args.statistic not in ("iqm", "mean", "median"):
+        from envs import unknown_name_error
+
+        raise UsageError(str(unknown_name_error("statistic", args.statistic, ["iqm", "mean", "median"])))
+    loaded = []
+    for d in args.dirs:
+        try:
+            loaded.append(results.load(d))
+        except (FileNotFoundError, OSError, ValueError, KeyError) as e:
+            raise UsageError(f"plot: {d!r}: {e}") from None
+    names = _short_names(args.dirs)
+    try:
+        paths = plots.compare(loaded, names, args.out, statistic=args.statistic, metric=args.metric)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    for r, n in zip(loaded, names):
+        print(f"{n}: {r.agent} on {r.env}, {len(r.seeds)} seeds"
+              + (f", {len(r.settings)} settings" if hasattr(r, "settings") else ""))
+    for p in paths:
+        print(f"wrote {p}")
+    return 0
+
+
+def _short_names(dirs) -> list[str]:
+    names = [Path(d).resolve().name for d in dirs]
+    return names if len(set(names)) == len(names) else [str(d) for d in dirs]
 
 
 def list_all() -> int:
@@ -169,6 +371,9 @@ def list_all() -> int:
     return 0
 
 
+COMMANDS = ["train", "sweep", "plot", "list"]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -176,13 +381,15 @@ def main(argv: list[str] | None = None) -> int:
             print(USAGE)
             return 0 if argv else 2
         command, rest = argv[0], argv[1:]
-        if command == "train":
-            return train(rest)
+        if command in ("train", "sweep"):
+            return _run(command, rest)
+        if command == "plot":
+            return plot(rest)
         if command == "list":
             return list_all()
         from envs import unknown_name_error
 
-        raise UsageError(str(unknown_name_error("command", command, ["train", "list"])))
+        raise UsageError(str(unknown_name_error("command", command, COMMANDS)))
     except UsageError as e:
         print(f"purejaxrl-lab: error: {e}", file=sys.stderr)
         return 2

@@ -1,11 +1,13 @@
-"""`run`: train an agent over many seeds as one compiled program, in chunks.
+"""`run` and `sweep`: train an agent over many seeds (and settings) as one compiled program.
 
-    init   : jit(vmap(agent.init))                 once
-    chunk  : jit(vmap(scan(agent.update, K)))     compiled once, called ceil(N / K) times
+    init   : jit(vmap(init))                          once (skipped when resuming)
+    chunk  : jit(vmap(scan(update, K)))               compiled once, called ceil(N / K) times
 
-Between chunks the host updates the progress bar and collects the chunk's
-per-iteration metrics; nothing crosses to the host inside the compiled program.
-All chunks have the same length K, so the last, shorter chunk reuses the same
+The vmapped axis is the batch of runs, [setting x seed] flattened (run b is
+setting b // num_seeds with seed b % num_seeds), sharded over a 1-D device mesh
+(see `runtime`). Between chunks the host updates the progress bar, writes logs
+and checkpoints; nothing crosses to the host inside the compiled program. All
+chunks have the same length K, so the last, shorter chunk reuses the same
 program: iterations past the end are skipped with a `lax.cond` whose predicate
 is not batched (it stays a real branch under vmap).
 """
@@ -19,6 +21,7 @@ import platform
 import time
 import warnings
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -29,7 +32,11 @@ import numpy as np
 import agents
 import envs
 from agents.common import with_overrides
-from purejaxrl_lab.results import Results
+from purejaxrl_lab import checkpoint as ckpt
+from purejaxrl_lab import grid as grid_lib
+from purejaxrl_lab import runtime
+from purejaxrl_lab.loggers import Logger, log_chunk
+from purejaxrl_lab.results import Results, SweepResults
 
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "gymnax", "distrax", "chex", "numpy",
             "orbax-checkpoint", "purejaxrl-lab")
@@ -112,26 +119,172 @@ def chunk_length(num_iterations: int, num_chunks: int) -> tuple[int, bool]:
     return math.ceil(num_iterations / target), True
 
 
-def seed_keys(seeds: Sequence[int]) -> jax.Array:
-    """Key i is `jax.random.key(seeds[i])`: seed i of a batched run is the single run with that key."""
-    return jnp.stack([jax.random.key(s) for s in seeds])
+def seed_key_data(seeds: Sequence[int]) -> np.ndarray:
+    """Key data [num_seeds, ...] of `jax.random.key(seed)`: seed i of a batched run is the
+    single run with that key."""
+    return np.stack([np.asarray(jax.random.key_data(jax.random.key(s))) for s in seeds])
+
+
+
+
+def tunable_fields(abstract_state) -> list[str]:
+    """The agent's tunable hyperparameters: the fields of its `state.hparams`."""
+    hparams = getattr(abstract_state, "hparams", None)
+    if hparams is None:
+        return []
+    if dataclasses.is_dataclass(hparams):
+        return [f.name for f in dataclasses.fields(hparams)]
+    return list(getattr(hparams, "_fields", []))
+
+
+def shape_fields(config, tunable: Sequence[str]) -> set[str]:
+    """Config fields that fix shapes: integer sizes and tuples of them (DESIGN: they stay
+    Python ints), other than the tunable ones."""
+    out = set()
+    for f in dataclasses.fields(config):
+        v = getattr(config, f.name)
+        sized = (isinstance(v, int) and not isinstance(v, bool)) or (
+            isinstance(v, tuple) and all(isinstance(x, int) for x in v))
+        if sized and f.name not in tunable:
+            out.add(f.name)
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """A validated run, built without compiling anything (see `prepare`)."""
+    """A validated run or sweep, built without compiling anything (see `prepare`)."""
 
     name: str
+    module: ModuleType
     config: Any
     env_id: str
+    env: Any
+    env_params: Any
     seeds: list[int]
-    agent: Any  # the Agent built by module.make
+    settings: list[dict] | None  # None for a plain run
+    dtypes: dict[str, np.dtype]  # swept name -> dtype of its array in the program
     num_chunks: int
+    devices: list
+    agent: Any  # the Agent `module.make` built for the base config
+    checkpoint_dir: Path | None = None
+    checkpoint_every: int = 5
+    resume_step: int | None = None  # the checkpoint to continue from
+
+    @property
+    def num_settings(self) -> int:
+        return 1 if self.settings is None else len(self.settings)
+
+    @property
+    def batch(self) -> int:
+        """Runs trained together: settings x seeds."""
+        return self.num_settings * len(self.seeds)
+
+    def meta(self) -> dict[str, Any]:
+        """What identifies this run in its checkpoints."""
+        return {
+            "format": ckpt.FORMAT, "agent": self.name, "env": self.env_id,
+            "config": json_ready(dataclasses.asdict(self.config)),
+            "env_params": ckpt.env_params_dict(self.env_params),
+            "seeds": list(self.seeds), "settings": json_ready(self.settings),
+        }
+
+    def make_agent(self, setting: Mapping[str, Any]):
+        """The agent for one run; env.* values of `setting` (arrays inside a trace) replace
+        the environment parameters."""
+        env_values = {k[len(grid_lib.ENV_PREFIX):]: v for k, v in setting.items()
+                      if k.startswith(grid_lib.ENV_PREFIX)}
+        if not env_values:
+            return self.agent
+        return self.module.make(self.config, self.env, self.env_params.replace(**env_values))
+
+    def init_one(self, key_data: jax.Array, setting: Mapping[str, jax.Array]):
+        hparams = {k: v for k, v in setting.items() if not k.startswith(grid_lib.ENV_PREFIX)}
+        agent = self.make_agent(setting)
+        key = jax.random.wrap_key_data(key_data)
+        return agent.init(key, hparams) if hparams else agent.init(key)
+
+    def update_one(self, state, setting: Mapping[str, jax.Array]):
+        return self.make_agent(setting).update(state)
+
+    def inputs(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Host arrays [batch, ...]: each run's key data and setting values."""
+        n = len(self.seeds)
+        key_data = np.tile(seed_key_data(self.seeds), (self.num_settings, 1))
+        settings = {name: np.repeat(np.array([s[name] for s in self.settings], dtype), n)
+                    for name, dtype in self.dtypes.items()}
+        return key_data, settings
+
+
+def json_ready(v):
+    if isinstance(v, dict):
+        return {k: json_ready(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_ready(x) for x in v]
+    if isinstance(v, (np.integer, np.floating)):
+        return v.item()
+    return v
+
+
+def _check_env_sweep(plan: Plan) -> None:
+    """Traces (does not compile) one update with the env.* values as arrays: an environment
+    that needs one of them as a Python value (a shape, a branch) is refused by name."""
+    names = [n for n in plan.dtypes if n.startswith(grid_lib.ENV_PREFIX)]
+    if not names:
+        return
+    key_data, settings = plan.inputs()
+    spec = lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype)  # noqa: E731
+    try:
+        state = jax.eval_shape(plan.init_one, spec(key_data), {k: spec(v) for k, v in settings.items()})
+        jax.eval_shape(plan.update_one, state, {k: spec(v) for k, v in settings.items()})
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError,
+            jax.errors.TracerIntegerConversionError, TypeError) as e:
+        raise ValueError(
+            f"{', '.join(names)} cannot be swept in one compiled program: {plan.env_id} uses "
+            f"it as a Python value (a shape or a branch), not an array "
+            f"({type(e).__name__}). Run one sweep per value instead") from None
+
+
+def _check_checkpointing(checkpoint_dir, checkpoint_every, resume,
+                         expected_meta: dict, shapes: set[str]) -> dict:
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every={checkpoint_every!r} is not allowed: expected an "
+                         f"integer >= 1 (chunks between checkpoints)")
+    out = {"checkpoint_every": checkpoint_every}
+    if resume is not None:
+        directory = ckpt.directory_of(resume)
+        if not Path(resume).is_dir():
+            raise ValueError(f"resume={str(resume)!r} is not allowed: no such directory")
+        if checkpoint_dir is not None and Path(checkpoint_dir).absolute() != directory.absolute():
+            raise ValueError(f"checkpoint_dir={str(checkpoint_dir)!r} is not allowed with "
+                             f"resume={str(resume)!r}: a resumed run keeps checkpointing where it was")
+        store = ckpt.Checkpoints(directory)
+        try:
+            step = store.latest()
+            if step is None:
+                raise ValueError(f"resume={str(resume)!r} is not allowed: it holds no complete "
+                                 f"checkpoint")
+            ckpt.check_resume(store.meta(step), expected_meta, shapes, Path(resume))
+        finally:
+            store.close()
+        out.update(checkpoint_dir=directory.absolute(), resume_step=step)
+    elif checkpoint_dir is not None:
+        directory = Path(checkpoint_dir).absolute()
+        if directory.exists() and not directory.is_dir():
+            raise ValueError(f"checkpoint_dir={str(checkpoint_dir)!r} is not allowed: it is a file")
+        if directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir()):
+            raise ValueError(f"checkpoint_dir={str(checkpoint_dir)!r} already holds checkpoints; "
+                             f"pass resume={str(checkpoint_dir)!r} to continue that run, or choose a "
+                             f"new directory")
+        out.update(checkpoint_dir=directory)
+    return out
 
 
 def prepare(agent: str | ModuleType, config: Any = None, env: Any = "CartPole-v1",
-            seeds: int | Sequence[int] = 1, *, num_chunks: int = 20) -> Plan:
-    """Resolves and checks every input of `run`; raises ValueError, compiles nothing."""
+            seeds: int | Sequence[int] = 1, *, grid: Mapping | None = None,
+            settings: Sequence | Mapping | None = None, sweep: bool = False, num_chunks: int = 20,
+            devices: int | None = None, checkpoint_dir: str | Path | None = None,
+            checkpoint_every: int = 5, resume: str | Path | None = None) -> Plan:
+    """Resolves and checks every input of `run` / `sweep`; raises ValueError, compiles nothing."""
     name, module = resolve_agent(agent)
     config = resolve_config(module, config)
     env_id, env_obj, env_params = resolve_env(env)
@@ -139,7 +292,161 @@ def prepare(agent: str | ModuleType, config: Any = None, env: Any = "CartPole-v1
     if isinstance(num_chunks, bool) or not isinstance(num_chunks, int) or num_chunks < 1:
         raise ValueError(f"num_chunks={num_chunks!r} is not allowed: expected an integer >= 1")
     the_agent = module.make(config, env_obj, env_params)  # validates config against env
-    return Plan(name, config, env_id, seed_list, the_agent, num_chunks)
+    tunable = tunable_fields(jax.eval_shape(the_agent.init, jax.random.key(0)))  # traces only
+    shapes = shape_fields(config, tunable)
+    swept, dtypes = None, {}
+    if sweep or grid is not None or settings is not None:
+        swept = grid_lib.expand(grid, settings)
+        dtypes = grid_lib.check(swept, name, config, tunable, shapes, env_params)
+    plan = Plan(name, module, config, env_id, env_obj, env_params, seed_list, swept, dtypes,
+                num_chunks, runtime.resolve_devices(devices), the_agent)
+    _check_env_sweep(plan)
+    extra = _check_checkpointing(checkpoint_dir, checkpoint_every, resume, plan.meta(), shapes)
+    return dataclasses.replace(plan, **extra)
+
+
+def execute(plan: Plan, progress: bool = True, loggers: Sequence[Logger] = ()) -> Results | SweepResults:
+    """Compiles and runs a prepared plan (a run, or a sweep when `plan.settings` is set)."""
+    config = plan.config
+    num_iterations = config.num_iterations
+    chunk_len, needs_skip = chunk_length(num_iterations, plan.num_chunks)
+    layout = runtime.Layout(plan.batch, plan.devices)
+    main = runtime.is_main_process()
+    key_data, setting_values = plan.inputs()
+    keys_in = layout.put(key_data)
+    settings_in = {k: layout.put(v) for k, v in setting_values.items()}
+
+    def run_chunk(state, setting, num_valid):
+        update = lambda s: plan.update_one(s, setting)  # noqa: E731
+        if not needs_skip:  # every chunk is full: a plain scan
+            return jax.lax.scan(lambda s, _: update(s), state, None, chunk_len)
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(update, state)[1])
+
+        def body(state, i):
+            return jax.lax.cond(i < num_valid, update, lambda s: (s, zeros), state)
+
+        return jax.lax.scan(body, state, jnp.arange(chunk_len))
+
+    sharded, replicated = layout.sharded, layout.replicated
+    counts_before = runtime.compile_counts()
+    t0 = time.perf_counter()
+    init = jax.jit(layout.per_device(jax.vmap(plan.init_one), 2), in_shardings=(sharded, sharded),
+                   out_shardings=sharded)
+    abstract_states = jax.eval_shape(init, keys_in, settings_in)
+    init_fn = None if plan.resume_step is not None else init.lower(keys_in, settings_in).compile()
+    chunk_fn = (
+        jax.jit(layout.per_device(jax.vmap(run_chunk, in_axes=(0, 0, None)), 2, replicated_args=1),
+                donate_argnums=0,
+                in_shardings=(sharded, sharded, replicated), out_shardings=(sharded, replicated))
+        .lower(abstract_states, settings_in, np.int32(chunk_len))
+        .compile()
+    )
+    compile_time = time.perf_counter() - t0
+    counts = runtime.compile_counts()
+    compilations = counts["compilations"] - counts_before["compilations"]
+    cache_hits = counts["cache_hits"] - counts_before["cache_hits"]
+
+    store = ckpt.Checkpoints(plan.checkpoint_dir) if plan.checkpoint_dir is not None else None
+    collected: list[dict[str, np.ndarray]] = []
+    done = 0
+    t0 = time.perf_counter()
+    if plan.resume_step is not None:
+        states, history = _restore(plan, store, layout, keys_in, settings_in)
+        collected.append(history)
+        done = plan.resume_step
+    else:
+        states = init_fn(keys_in, settings_in)
+
+    bar = None
+    if progress and main:
+        from tqdm.auto import tqdm
+
+        what = f"x{len(plan.seeds)} seeds" + (f" x{plan.num_settings} settings" if plan.settings else "")
+        bar = tqdm(total=num_iterations, initial=done, unit="it", dynamic_ncols=True,
+                   desc=f"{plan.name} {plan.env_id} {what}")
+    started_at = done
+
+    def take(pending):
+        """Brings a finished chunk's metrics to the host; reports them."""
+        metrics, first, n = pending
+        host = {k: np.asarray(v)[: plan.batch, :n] for k, v in metrics.items()}
+        collected.append(host)
+        if main:
+            log_chunk(loggers, host, first, config.steps_per_iteration, plan.settings, len(plan.seeds))
+        if bar is not None:
+            finished = first + n - started_at  # iterations run by this call
+            elapsed = time.perf_counter() - t0
+            ret = host["episode_return"][:, -max(1, n // 4):]
+            bar.update(n)
+            bar.set_postfix({
+                "env_steps": f"{(first + n) * config.steps_per_iteration:,}",
+                "steps/s": f"{finished * config.steps_per_iteration * plan.batch / elapsed:,.0f}",
+                "return": f"{np.nanmean(ret):.1f}" if np.isfinite(ret).any() else "n/a",
+            })
+
+    pending = None
+    chunks = 0
+    try:
+        while done < num_iterations:
+            n = min(chunk_len, num_iterations - done)
+            states, metrics = chunk_fn(states, settings_in, np.int32(n))  # asynchronous dispatch
+            chunks += 1
+            if pending is not None:  # read the previous chunk while this one runs
+                take(pending)
+            pending = (metrics, done, n)
+            done += n
+            if store is not None and (chunks % plan.checkpoint_every == 0 or done == num_iterations):
+                take(pending)
+                pending = None
+                history = {k: np.concatenate([c[k] for c in collected], axis=1) for k in collected[0]}
+                store.save(done, states, history, {**plan.meta(), "done": done,
+                                                   "padded": layout.padded, "chunk_length": chunk_len})
+        if pending is not None:
+            take(pending)
+        jax.block_until_ready(states)
+    finally:
+        if bar is not None:
+            bar.close()
+        if store is not None:
+            store.close()
+    run_time = time.perf_counter() - t0
+
+    metrics = {k: np.concatenate([c[k] for c in collected], axis=1) for k in collected[0]}
+    if layout.padding:
+        states = jax.tree.map(lambda x: x[: plan.batch], states)
+    versions, device = environment_info()
+    device.update(used=layout.num_devices, processes=jax.process_count(), padding=layout.padding)
+    common = dict(
+        agent=plan.name, env=plan.env_id, config=dataclasses.asdict(config), seeds=plan.seeds,
+        steps_per_iteration=config.steps_per_iteration, compile_time=compile_time,
+        run_time=run_time, versions=versions, device=device, final_state=states,
+        env_params=ckpt.env_params_dict(plan.env_params), resumed_from=plan.resume_step,
+        compilations=compilations, cache_hits=cache_hits,
+    )
+    if plan.settings is None:
+        results = Results(metrics=metrics, **common)
+    else:
+        shaped = {k: v.reshape(plan.num_settings, len(plan.seeds), -1) for k, v in metrics.items()}
+        results = SweepResults(settings=plan.settings, metrics=shaped, **common)
+    bad = results.non_finite()
+    if bad:
+        detail = "; ".join(f"{k} ({v})" for k, v in bad.items())
+        warnings.warn(f"non-finite values in metrics: {detail}", RuntimeWarning, stacklevel=3)
+    return results
+
+
+def _restore(plan: Plan, store: ckpt.Checkpoints, layout: runtime.Layout, keys_in, settings_in):
+    """The checkpointed state, re-laid out for this run's devices, and the metrics so far."""
+    meta = store.meta(plan.resume_step)
+    saved = meta["padded"]
+    spec = lambda a: jax.ShapeDtypeStruct((saved, *a.shape[1:]), a.dtype)  # noqa: E731
+    abstract = jax.eval_shape(jax.vmap(plan.init_one), spec(keys_in),
+                              {k: spec(v) for k, v in settings_in.items()})
+    stored, history = store.restore(plan.resume_step, abstract)
+    placed = jax.tree.map(lambda x: layout.put(np.asarray(x)[: plan.batch]), stored)
+    states = ckpt.from_storable(placed, abstract)
+    history = {k: v[: plan.batch] for k, v in history.items()}
+    return states, history
 
 
 def run(
@@ -150,6 +457,11 @@ def run(
     *,
     num_chunks: int = 20,
     progress: bool = True,
+    devices: int | None = None,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 5,
+    resume: str | Path | None = None,
+    loggers: Sequence[Logger] = (),
 ) -> Results:
     """Trains `agent` on `env` for every seed, in one compiled program.
 
@@ -160,6 +472,17 @@ def run(
       seeds: N (seeds 0..N-1) or a list of distinct integer seeds.
       num_chunks: how many times the host reports progress during the run.
       progress: show a progress bar.
+      devices: how many devices to shard the seeds over (default: all, on every host).
+        A batch that does not divide the device count is padded with repeats of its last
+        run, computed and dropped. Each device runs the same program on its share
+        (`jax.shard_map`), so results are bit-identical across layouts that give each device
+        as many runs (e.g. 8 seeds on 4 devices or on 2 processes x 2 devices); layouts with
+        other per-device batch sizes compile different kernels and agree to float32 rounding.
+      checkpoint_dir: write a checkpoint there every `checkpoint_every` chunks and at the end.
+      resume: a checkpoint directory (or a results directory holding `checkpoints/`) to
+        continue from its newest complete checkpoint; the result is bit-identical to a
+        run that was never stopped. Inputs must match the checkpointed run.
+      loggers: sinks receiving per-iteration means across seeds (see `loggers`).
 
     Returns:
       `Results` with metrics [seed, iteration]; warns if a loss went non-finite.
@@ -167,85 +490,44 @@ def run(
     Raises:
       ValueError: bad input, before anything is compiled.
     """
-    return execute(prepare(agent, config, env, seeds, num_chunks=num_chunks), progress=progress)
+    plan = prepare(agent, config, env, seeds, num_chunks=num_chunks, devices=devices,
+                   checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume)
+    return execute(plan, progress=progress, loggers=loggers)
 
 
-def execute(plan: Plan, progress: bool = True) -> Results:
-    """Compiles and runs a prepared plan."""
-    name, config, env_id, seed_list, the_agent = (
-        plan.name, plan.config, plan.env_id, plan.seeds, plan.agent)
-    num_iterations = config.num_iterations
-    chunk_len, needs_skip = chunk_length(num_iterations, plan.num_chunks)
-    keys = seed_keys(seed_list)
+def sweep(
+    agent: str | ModuleType,
+    config: Any = None,
+    env: Any = "CartPole-v1",
+    *,
+    grid: Mapping[str, Sequence] | None = None,
+    settings: Sequence[Mapping] | Mapping[str, Sequence] | None = None,
+    seeds: int | Sequence[int] = 1,
+    num_chunks: int = 20,
+    progress: bool = True,
+    devices: int | None = None,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 5,
+    resume: str | Path | None = None,
+    loggers: Sequence[Logger] = (),
+) -> SweepResults:
+    """Trains every setting x every seed as ONE compiled program (vmap over both).
 
-    def run_chunk(state, num_valid):
-        if not needs_skip:  # every chunk is full: a plain scan
-            return jax.lax.scan(lambda s, _: the_agent.update(s), state, None, chunk_len)
-        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
-                             jax.eval_shape(the_agent.update, state)[1])
+    Args:
+      grid: name -> values, run as their cartesian product; or
+      settings: an explicit list of settings (or name -> equal-length value lists).
+        Names are tunable hyperparameters of the agent (fields of its `state.hparams`,
+        e.g. "learning_rate", "ent_coef") or environment parameters as "env.<field>"
+        (e.g. "env.length"). Fields that fix shapes are refused by name.
+      seeds: the seeds every setting runs with; setting j with seed i is the plain `run`
+        with that setting and seed (bit-identical when each device holds as many runs in
+        both; otherwise XLA's shape-specific kernels round differently in the last bits).
+      Other arguments as in `run`.
 
-        def body(state, i):
-            return jax.lax.cond(i < num_valid, the_agent.update, lambda s: (s, zeros), state)
-
-        return jax.lax.scan(body, state, jnp.arange(chunk_len))
-
-    t0 = time.perf_counter()
-    init_fn = jax.jit(jax.vmap(the_agent.init)).lower(keys).compile()
-    states_shape = jax.eval_shape(jax.vmap(the_agent.init), keys)
-    chunk_fn = (
-        jax.jit(jax.vmap(run_chunk, in_axes=(0, None)), donate_argnums=0)
-        .lower(states_shape, jnp.int32(chunk_len))
-        .compile()
-    )
-    compile_time = time.perf_counter() - t0
-
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=num_iterations, unit="it", desc=f"{name} {env_id} x{len(seed_list)} seeds",
-                   dynamic_ncols=True)
-    t0 = time.perf_counter()
-    states = init_fn(keys)
-    collected: list[dict[str, np.ndarray]] = []
-    done = 0
-    pending = None
-    while done < num_iterations or pending is not None:
-        launched = None
-        if done < num_iterations:
-            n = min(chunk_len, num_iterations - done)
-            states, metrics = chunk_fn(states, jnp.int32(n))  # asynchronous on GPU/TPU
-            launched, done = (metrics, n), done + n
-        if pending is not None:  # read the previous chunk while this one runs
-            metrics, n = pending
-            host = {k: np.asarray(v)[:, :n] for k, v in metrics.items()}
-            collected.append(host)
-            if bar is not None:
-                elapsed = time.perf_counter() - t0
-                finished = sum(c["episodes"].shape[1] for c in collected)
-                ret = host["episode_return"][:, -max(1, n // 4):]
-                bar.update(n)
-                bar.set_postfix({
-                    "env_steps": f"{finished * config.steps_per_iteration:,}",
-                    "steps/s": f"{finished * config.steps_per_iteration * len(seed_list) / elapsed:,.0f}",
-                    "return": f"{np.nanmean(ret):.1f}" if np.isfinite(ret).any() else "n/a",
-                })
-        pending = launched
-    jax.block_until_ready(states)
-    run_time = time.perf_counter() - t0
-    if bar is not None:
-        bar.close()
-
-    metrics = {k: np.concatenate([c[k] for c in collected], axis=1) for k in collected[0]}
-    versions, device = environment_info()
-    results = Results(
-        agent=name, env=env_id, config=dataclasses.asdict(config), seeds=seed_list,
-        metrics=metrics, steps_per_iteration=config.steps_per_iteration,
-        compile_time=compile_time, run_time=run_time, versions=versions, device=device,
-        final_state=states,
-    )
-    bad = results.non_finite()
-    if bad:
-        detail = "; ".join(f"{k} (seeds {v})" for k, v in bad.items())
-        warnings.warn(f"non-finite values in metrics: {detail}", RuntimeWarning, stacklevel=2)
-    return results
+    Returns:
+      `SweepResults` with metrics [setting, seed, iteration], a ranking and `best()`.
+    """
+    plan = prepare(agent, config, env, seeds, grid=grid, settings=settings, sweep=True,
+                   num_chunks=num_chunks, devices=devices, checkpoint_dir=checkpoint_dir,
+                   checkpoint_every=checkpoint_every, resume=resume)
+    return execute(plan, progress=progress, loggers=loggers)

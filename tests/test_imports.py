@@ -10,7 +10,10 @@ def test_public_names_import():
         "agents.common": ["ActorCritic", "gae", "clipped_surrogate_loss", "value_loss",
                           "make_optimizer", "linear_schedule"],
         "agents.ppo": ["Config", "make", "make_train", "PRESETS", "State", "Params"],
-        "purejaxrl_lab": ["run", "prepare", "execute", "Results", "load", "stats"],
+        "purejaxrl_lab": ["run", "sweep", "prepare", "execute", "Results", "SweepResults", "load",
+                          "load_policy", "Policy", "stats", "loggers", "plots", "runtime"],
+        "purejaxrl_lab.stats": ["iqm", "mean", "median", "optimality_gap", "stratified_bootstrap_ci",
+                                "probability_of_improvement", "performance_profile"],
     }.items():
         mod = importlib.import_module(module)
         for name in names:

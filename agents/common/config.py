@@ -74,3 +74,15 @@ def check_action_space(config, discrete: bool, env_name: str) -> None:
                 f"this option applies to {only} action spaces only, and {env_name} has "
                 f"{kind} actions (leave it at {f.default!r})",
             )
+
+
+def config_from_dict(config_cls, values: Mapping[str, Any]):
+    """Rebuilds a config from `dataclasses.asdict` output read back from JSON (lists -> tuples
+    where the default is a tuple); unknown names raise with their closest matches."""
+    default = config_cls()
+    fixed = {}
+    for name, value in values.items():
+        if isinstance(getattr(default, name, None), tuple) and isinstance(value, list):
+            value = tuple(value)
+        fixed[name] = value
+    return with_overrides(default, fixed)

@@ -11,13 +11,16 @@ import jax
 class Agent(NamedTuple):
     """Three pure functions; none of them is jit-decorated.
 
-    init:   key -> state. Everything a run needs, tunable hyperparameters included.
+    init:   (key, hparams=None) -> state. Everything a run needs, tunable hyperparameters
+            included (`state.hparams`, arrays). `hparams` maps some of their names to
+            values that replace the config's, so a sweep can vmap over them; the agent
+            uses them wherever they matter from the start (e.g. a wrapper's discount).
     update: state -> (state, metrics). One iteration (collect + learn); metrics
             are a flat dict of scalars reduced in-graph.
     act:    (params, obs, key, deterministic=False) -> action. The policy, from
             `state.params` alone (weights and any normalisation statistics).
     """
 
-    init: Callable[[jax.Array], Any]
+    init: Callable[..., Any]
     update: Callable[[Any], tuple[Any, dict[str, jax.Array]]]
     act: Callable[..., jax.Array]

@@ -1,0 +1,166 @@
+"""Sweep settings: a cartesian grid or an explicit list, checked before anything compiles.
+
+A setting maps names to values. A name is either a tunable hyperparameter of the
+agent (a field of its `state.hparams`, e.g. "learning_rate") or an environment
+parameter written "env.<field>" (e.g. "env.length" for CartPole's pole length).
+Both are arrays inside the compiled program, so every setting runs in the same
+program. Fields that fix array shapes or the program's structure (num_envs,
+num_steps, hidden_sizes, total_timesteps, anneal_lr, ...) cannot be swept this way
+and are refused by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from agents.common.config import field_names, with_overrides
+from envs.utils import unknown_name_error
+
+ENV_PREFIX = "env."
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
+def _values(name: str, values: Any) -> list:
+    if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)):
+        raise ValueError(f"grid[{name!r}]={values!r} is not allowed: expected a list of values")
+    values = list(values.tolist() if isinstance(values, np.ndarray) else values)
+    if not values:
+        raise ValueError(f"grid[{name!r}]=[] is not allowed: expected at least one value")
+    return values
+
+
+def expand(grid: Mapping[str, Sequence] | None = None,
+           settings: Sequence[Mapping[str, Any]] | Mapping[str, Sequence] | None = None) -> list[dict]:
+    """The settings of a sweep, in order.
+
+    Args:
+      grid: name -> values; the cartesian product, the last name varying fastest.
+      settings: an explicit list of settings (all with the same names), or
+        name -> values of equal lengths (zipped).
+    """
+    if (grid is None) == (settings is None):
+        raise ValueError("a sweep takes exactly one of grid= (a cartesian grid) or settings= "
+                         "(an explicit list of settings)")
+    if grid is not None:
+        if not isinstance(grid, Mapping) or not grid:
+            raise ValueError(f"grid={grid!r} is not allowed: expected a non-empty mapping "
+                             f"name -> list of values")
+        names = list(grid)
+        columns = [_values(n, grid[n]) for n in names]
+        out = [dict(zip(names, combo)) for combo in itertools.product(*columns)]
+    elif isinstance(settings, Mapping):
+        if not settings:
+            raise ValueError("settings={} is not allowed: expected at least one name -> values")
+        columns = {n: _values(n, v) for n, v in settings.items()}
+        lengths = {n: len(v) for n, v in columns.items()}
+        if len(set(lengths.values())) > 1:
+            detail = ", ".join(f"{n} has {k}" for n, k in lengths.items())
+            raise ValueError(f"settings: the value lists must have equal lengths ({detail})")
+        out = [dict(zip(columns, combo)) for combo in zip(*columns.values())]
+    else:
+        if isinstance(settings, (str, bytes)) or not isinstance(settings, Sequence) or not settings:
+            raise ValueError(f"settings={settings!r} is not allowed: expected a non-empty list of "
+                             f"mappings name -> value")
+        out = []
+        for j, s in enumerate(settings):
+            if not isinstance(s, Mapping) or not s:
+                raise ValueError(f"settings[{j}]={s!r} is not allowed: expected a non-empty mapping "
+                                 f"name -> value")
+            if set(s) != set(settings[0]):
+                raise ValueError(f"settings[{j}] has names {sorted(s)} but settings[0] has "
+                                 f"{sorted(settings[0])}: every setting must set the same names")
+            out.append(dict(s))
+    seen = {}
+    for j, s in enumerate(out):
+        key = tuple(sorted((k, repr(v)) for k, v in s.items()))
+        if key in seen:
+            raise ValueError(f"setting {s} appears twice (settings {seen[key]} and {j})")
+        seen[key] = j
+    return out
+
+
+def check(settings: list[dict], agent_name: str, config: Any, tunable: Sequence[str],
+          shape_fields: set[str], env_params: Any) -> dict[str, np.dtype]:
+    """Checks every name and value; returns name -> dtype of its array in the program.
+
+    Raises:
+      ValueError: an unknown name (closest matches listed), a config field that is
+        not tunable, a value the config or the environment does not allow.
+    """
+    env_fields = {f.name: f for f in dataclasses.fields(env_params)} if dataclasses.is_dataclass(
+        env_params) else {}
+    dtypes: dict[str, np.dtype] = {}
+    for name in settings[0]:
+        if name.startswith(ENV_PREFIX):
+            field = name[len(ENV_PREFIX):]
+            if field not in env_fields:
+                raise unknown_name_error("environment parameter", name,
+                                         [ENV_PREFIX + f for f in env_fields])
+            default = getattr(env_params, field)
+            integer = isinstance(default, (int, np.integer)) and not isinstance(default, bool)
+            for s in settings:
+                v = s[name]
+                if not _is_number(v) or not math.isfinite(float(v)) or (
+                        integer and float(v) != int(v)):
+                    kind = "an integer" if integer else "a finite number"
+                    raise ValueError(f"{name}={v!r} is not allowed: expected {kind}")
+            dtypes[name] = np.dtype(np.int32 if integer else np.float32)
+            continue
+        if name not in field_names(type(config)):
+            raise unknown_name_error(f"config field of {type(config).__qualname__} (or env.<param>)",
+                                     name, field_names(type(config)))
+        if name not in tunable:
+            why = ("it fixes array shapes" if name in shape_fields
+                   else "it changes the program's structure")
+            raise ValueError(
+                f"{name} cannot be swept in one compiled program: {why}, so it is not a tunable "
+                f"hyperparameter of {agent_name}. Tunable: {', '.join(tunable)}, and env.<param>. "
+                f"Run one sweep per value of {name} instead")
+        for s in settings:
+            if not _is_number(s[name]):
+                raise ValueError(f"{name}={s[name]!r} is not allowed: expected a number")
+        dtypes[name] = np.dtype(np.float32)
+    hparams = [n for n in settings[0] if not n.startswith(ENV_PREFIX)]
+    for s in settings:  # the agent's own range checks, setting by setting
+        with_overrides(config, {n: _python(s[n]) for n in hparams})
+    return dtypes
+
+
+def _python(v):
+    return v.item() if isinstance(v, (np.integer, np.floating)) else v
+
+
+def label(setting: Mapping[str, Any]) -> str:
+    """`learning_rate=0.001 env.length=0.5`."""
+    return " ".join(f"{k}={_python(v):g}" if _is_number(v) else f"{k}={v}" for k, v in setting.items())
+
+
+def parse_cli(items: Sequence[str]) -> dict[str, list]:
+    """`["learning_rate=1e-3,3e-4", "ent_coef=0,0.01"]` -> {"learning_rate": [...], ...}."""
+    grid: dict[str, list] = {}
+    for item in items:
+        name, sep, values = item.partition("=")
+        name = name.strip().lstrip("-").replace("-", "_")
+        if not sep or not name or not values.strip():
+            raise ValueError(f"--grid item {item!r} is not allowed: expected NAME=V1,V2,... "
+                             f"(e.g. learning_rate=1e-3,3e-4)")
+        if name in grid:
+            raise ValueError(f"--grid names {name} twice")
+        parsed = []
+        for v in values.split(","):
+            v = v.strip()
+            try:
+                parsed.append(int(v) if v.lstrip("+-").isdigit() else float(v))
+            except ValueError:
+                raise ValueError(f"--grid {name}: {v!r} is not a number") from None
+        grid[name] = parsed
+    return grid

@@ -1,0 +1,181 @@
+"""Where a run executes: devices, the 1-D batch mesh, several hosts, the compilation cache.
+
+The [setting x seed] batch axis of `run` and `sweep` is laid out over a 1-D mesh of
+devices named "batch" (`NamedSharding(mesh, P("batch"))`): each device trains its
+share of the seeds, with no communication except gathering the per-iteration
+metrics. On several hosts the mesh spans every process's devices; every process
+runs the same program, and only process 0 writes results and logs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+AXIS = "batch"
+DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "purejaxrl_lab" / "jax"
+
+
+# --------------------------------------------------------------------------- devices
+
+
+def resolve_devices(devices: int | None) -> list[jax.Device]:
+    """The devices a run uses: all of them (None) or the first `devices` (single process)."""
+    available = jax.devices()
+    if devices is None:
+        return available
+    if isinstance(devices, bool) or not isinstance(devices, (int, np.integer)) or devices < 1:
+        raise ValueError(f"devices={devices!r} is not allowed: expected an integer >= 1 "
+                         f"(or None for all {len(available)})")
+    if devices > len(available):
+        raise ValueError(f"devices={devices} is not allowed: only {len(available)} "
+                         f"{available[0].platform} device(s) are available")
+    if jax.process_count() > 1 and devices != len(available):
+        raise ValueError(f"devices={devices} is not allowed with {jax.process_count()} processes: "
+                         f"a multi-host run uses all {len(available)} devices")
+    return available[:devices]
+
+
+class Layout:
+    """The batch of B runs padded to a multiple of the device count and sharded over a 1-D mesh.
+
+    Padding entries repeat the last run; their results are computed and dropped.
+    """
+
+    def __init__(self, batch: int, devices: Sequence[jax.Device]):
+        self.batch = batch
+        self.num_devices = len(devices)
+        self.padded = math.ceil(batch / self.num_devices) * self.num_devices
+        self.mesh = Mesh(np.asarray(devices), (AXIS,))
+        self.sharded = NamedSharding(self.mesh, P(AXIS))
+        self.replicated = NamedSharding(self.mesh, P())
+
+    @property
+    def padding(self) -> int:
+        return self.padded - self.batch
+
+    def per_device(self, fn, num_batched: int, replicated_args: int = 0):
+        """`fn` run by each device on its own slice of the batch (`jax.shard_map`).
+
+        The first `num_batched` arguments and every output are split on axis 0; the last
+        `replicated_args` arguments are the same on every device. Each device runs the
+        program written for its local batch, with no communication: results do not depend
+        on how many devices share the batch (a sharded-then-partitioned program does round
+        differently in the last bit).
+        """
+        specs = (P(AXIS),) * num_batched + (P(),) * replicated_args
+        return jax.shard_map(fn, mesh=self.mesh, in_specs=specs, out_specs=P(AXIS), check_vma=False)
+
+    def pad(self, x: np.ndarray) -> np.ndarray:
+        """[B, ...] host array -> [padded, ...] (repeats the last row)."""
+        if not self.padding:
+            return x
+        return np.concatenate([x, np.repeat(x[-1:], self.padding, axis=0)])
+
+    def put(self, x: np.ndarray) -> jax.Array:
+        """A host array [B, ...], identical on every process, as a global array sharded on axis 0."""
+        x = self.pad(np.asarray(x))
+        return jax.make_array_from_callback(x.shape, self.sharded, lambda index: x[index])
+
+
+# --------------------------------------------------------------------------- several hosts
+
+
+def _cluster_wants_distributed() -> bool:
+    """A multi-process SLURM job or multi-host Cloud TPU slice, detected from its environment."""
+    if int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1 and "SLURM_JOB_ID" in os.environ:
+        return True
+    hosts = os.environ.get("TPU_PROCESS_ADDRESSES") or os.environ.get("TPU_WORKER_HOSTNAMES") or ""
+    return "," in hosts
+
+
+def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None, auto: bool = False) -> bool:
+    """Calls `jax.distributed.initialize` when this is one process of several; returns whether it did.
+
+    Explicit arguments win, then the variables JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
+    JAX_PROCESS_ID; with none of them, a multi-process SLURM job or a multi-host Cloud TPU
+    slice is detected by JAX itself (`auto=True` forces that detection). Must run before
+    anything touches a device.
+    """
+    coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS") or None
+    if num_processes is None and os.environ.get("JAX_NUM_PROCESSES"):
+        num_processes = int(os.environ["JAX_NUM_PROCESSES"])
+    if process_id is None and os.environ.get("JAX_PROCESS_ID"):
+        process_id = int(os.environ["JAX_PROCESS_ID"])
+    explicit = (coordinator_address, num_processes, process_id)
+    if any(v is not None for v in explicit):
+        if any(v is None for v in explicit):
+            raise ValueError(
+                "coordinator_address, num_processes and process_id go together: got "
+                f"coordinator_address={coordinator_address!r}, num_processes={num_processes!r}, "
+                f"process_id={process_id!r}")
+        if num_processes < 1 or not 0 <= process_id < num_processes:
+            raise ValueError(f"process_id={process_id!r} is not allowed: expected 0 <= process_id "
+                             f"< num_processes={num_processes}")
+        jax.distributed.initialize(coordinator_address, num_processes, process_id)
+        return True
+    if auto or _cluster_wants_distributed():
+        jax.distributed.initialize()
+        return True
+    return False
+
+
+def is_main_process() -> bool:
+    return jax.process_index() == 0
+
+
+# --------------------------------------------------------------------------- compilation cache
+
+
+def enable_compilation_cache(directory: str | os.PathLike | None = DEFAULT_CACHE_DIR) -> Path | None:
+    """Turns on JAX's persistent compilation cache in `directory` (None turns it off).
+
+    Every program is cached, however quick to compile, so a second identical run
+    loads its programs instead of compiling them.
+    """
+    if directory is None:
+        jax.config.update("jax_enable_compilation_cache", False)
+        return None
+    directory = Path(directory).expanduser()
+    directory.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_enable_compilation_cache", True)
+    jax.config.update("jax_compilation_cache_dir", str(directory))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return directory
+
+
+# --------------------------------------------------------------------------- compilation counts
+
+_COUNTS = {"programs": 0, "cache_hits": 0}
+_LISTENING = False
+
+
+def _on_duration(name: str, duration: float, **kwargs) -> None:
+    if name == "/jax/core/compile/backend_compile_duration":  # compiled, or loaded from the cache
+        _COUNTS["programs"] += 1
+
+
+def _on_event(name: str, **kwargs) -> None:
+    if name == "/jax/compilation_cache/cache_hits":
+        _COUNTS["cache_hits"] += 1
+
+
+def compile_counts() -> dict[str, int]:
+    """Running totals in this process (through `jax.monitoring`): "programs" built for a
+    backend, "cache_hits" among them loaded from the persistent compilation cache, and
+    "compilations", the rest, which XLA compiled."""
+    global _LISTENING
+    if not _LISTENING:
+        jax.monitoring.register_event_duration_secs_listener(_on_duration)
+        jax.monitoring.register_event_listener(_on_event)
+        _LISTENING = True
+    return {**_COUNTS, "compilations": _COUNTS["programs"] - _COUNTS["cache_hits"]}
