@@ -129,13 +129,16 @@ def check_resume(meta: dict[str, Any], expected: dict[str, Any], shape_fields: s
                          f"{expected['agent']!r}")
     if meta["env"] != expected["env"]:
         raise ValueError(f"{where} holds a checkpoint on env {meta['env']!r}, not {expected['env']!r}")
-    for name, saved in meta["config"].items():
-        now = expected["config"].get(name)
-        if _jsonish(now) != _jsonish(saved):
-            why = ("it fixes array shapes" if name in shape_fields
-                   else "a resumed run continues the saved one exactly; pass the same config")
-            raise ValueError(f"{where}: config field {name}={now!r} differs from the "
-                             f"checkpoint's {saved!r} ({why})")
+    differ = [(name, expected["config"].get(name), saved) for name, saved in meta["config"].items()
+              if _jsonish(expected["config"].get(name)) != _jsonish(saved)]
+    if differ:
+        differ.sort(key=lambda d: d[0] not in shape_fields)  # shape-fixing fields first
+        detail = "; ".join(
+            f"{name}={now!r} differs from the checkpoint's {saved!r} ("
+            + ("it fixes array shapes" if name in shape_fields else "a resumed run continues the "
+               "saved one exactly; pass the same config") + ")"
+            for name, now, saved in differ)
+        raise ValueError(f"{where}: config field {detail}")
     for name in ("env_params", "seeds", "settings"):
         if _jsonish(meta[name]) != _jsonish(expected[name]):
             raise ValueError(f"{where}: {name}={expected[name]!r} differs from the checkpoint's "

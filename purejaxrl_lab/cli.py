@@ -329,6 +329,8 @@ def plot(argv: list[str]) -> int:
         raise UsageError(_tyro_message(captured.getvalue())) from None
     from purejaxrl_lab import plots, results
 
+    if not args.dirs:
+        raise UsageError("plot needs one or more results dirs: purejaxrl-lab plot DIR [DIR ...]")
     if args.statistic not in ("iqm", "mean", "median"):
         from envs import unknown_name_error
 

@@ -3,14 +3,20 @@ import os
 import subprocess
 import sys
 
+import tempfile
+
+import numpy as np
 import pytest
 
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+# The compilation cache goes to a temporary XDG cache home, not the user's.
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "XDG_CACHE_HOME": tempfile.mkdtemp(prefix="pjl-cache-")}
+SMALL = ["--total-timesteps", "768", "--num-envs", "4", "--num-steps", "32", "--update-epochs", "2",
+         "--num-minibatches", "2", "--num-chunks", "3", "--no-progress"]
 
 
-def cli(*args, cwd=None):
+def cli(*args, cwd=None, env=None):
     return subprocess.run([sys.executable, "-m", "purejaxrl_lab", *args], capture_output=True,
-                          text=True, env=ENV, cwd=cwd, timeout=600)
+                          text=True, env=env or ENV, cwd=cwd, timeout=600)
 
 
 def test_train_end_to_end(tmp_path):
@@ -19,7 +25,8 @@ def test_train_end_to_end(tmp_path):
             "--total-timesteps", "1024", "--num-steps", "64", "--no-progress")
     assert p.returncode == 0, p.stderr
     assert "final return mean" in p.stdout and f"results: {out}" in p.stdout
-    assert {"summary.json", "metrics.jsonl", "metrics.npz", "curve.png"} <= {f.name for f in out.iterdir()}
+    assert {"summary.json", "metrics.jsonl", "metrics.npz", "curve.png", "log.jsonl",
+            "checkpoints"} <= {f.name for f in out.iterdir()}
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_seeds"] == 2 and summary["config"]["num_steps"] == 64
     assert summary["seeds"] == [0, 1] and "jax" in summary["versions"]
@@ -40,6 +47,18 @@ def test_train_end_to_end(tmp_path):
     (["train", "ppo", "--num-envs", "four"], "--num-envs"),
     (["train", "ppo", "--num-minibatches", "3"], "must divide"),
     (["train", "ppo", "--log-std-init", "0.5"], "continuous action spaces only"),
+    (["train", "ppo", "--devices", "3"], "devices=3 is not allowed: only 1 cpu device"),
+    (["train", "ppo", "--log", "tensorbord"], "unknown log sink 'tensorbord'; closest: 'tensorboard'"),
+    (["train", "ppo", "--resume", "no/such/dir"], "resume='no/such/dir' is not allowed"),
+    (["train", "ppo", "--num-processes", "2"], "coordinator_address, num_processes and process_id go together"),
+    (["sweep", "ppo"], "sweep needs --grid NAME=V1,V2"),
+    (["sweep", "ppo", "--grid", "num_envs=4,8"], "num_envs cannot be swept in one compiled program"),
+    (["sweep", "ppo", "--grid", "lerning_rate=1e-3"], "closest: 'learning_rate'"),
+    (["sweep", "ppo", "--grid", "ent_coef=0,x"], "--grid ent_coef: 'x' is not a number"),
+    (["sweep", "ppo", "--grid", "ent_coef"], "expected NAME=V1,V2"),
+    (["sweep", "ppo", "--grid", "env.lenght=1,2"], "closest: 'env.length'"),
+    (["plot", "no/such/dir"], "holds no summary.json"),
+    (["plot"], "dirs"),
 ])
 def test_bad_input_one_line_exit_2(args, message):
     p = cli(*args)
@@ -52,3 +71,54 @@ def test_bad_input_one_line_exit_2(args, message):
 def test_list():
     p = cli("list")
     assert p.returncode == 0 and "ppo" in p.stdout and "CartPole-v1" in p.stdout
+
+
+def test_sweep_plot_and_compilation_cache(tmp_path):
+    out = tmp_path / "sweep"
+    p = cli("sweep", "ppo", "--seeds", "2", "--grid", "learning_rate=1e-3,3e-4", "env.length=0.5,1.0",
+            "--out", str(out), "--checkpoint-every", "0", *SMALL)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("rank"))
+    assert lines[header].split()[:2] == ["rank", "setting"] and lines[header + 2].startswith("1 ")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["kind"] == "sweep" and summary["num_settings"] == 4 and summary["compilations"] == 2
+    assert not (out / "checkpoints").exists()
+    # The same sweep again: both programs come from the persistent compilation cache.
+    again = tmp_path / "again"
+    p = cli("sweep", "ppo", "--seeds", "2", "--grid", "learning_rate=1e-3,3e-4", "env.length=0.5,1.0",
+            "--out", str(again), "--checkpoint-every", "0", *SMALL)
+    assert p.returncode == 0, p.stderr
+    s2 = json.loads((again / "summary.json").read_text())
+    assert s2["compilations"] == 0 and s2["compilation_cache_hits"] == 2
+    a, b = np.load(out / "metrics.npz"), np.load(again / "metrics.npz")
+    for k in a.files:
+        np.testing.assert_array_equal(a[k], b[k])
+    # plot compares directories on one figure
+    run = tmp_path / "run"
+    assert cli("train", "ppo", "--seeds", "2", "--out", str(run), *SMALL).returncode == 0
+    p = cli("plot", str(out), str(run), "--out", str(tmp_path / "figs"))
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "figs" / "curves.png").stat().st_size > 5000
+    assert (tmp_path / "figs" / "final_returns.png").stat().st_size > 5000
+    assert "sweep: ppo on CartPole-v1, 2 seeds, 4 settings" in p.stdout
+
+
+def test_resume_after_interruption(tmp_path):
+    out = tmp_path / "run"
+    p = cli("train", "ppo", "--seeds", "2", "--out", str(out), "--checkpoint-every", "1", *SMALL)
+    assert p.returncode == 0, p.stderr
+    finished = np.load(out / "metrics.npz")["loss"].copy()
+    # As if it had died before writing results: resume from the end checkpoint, options
+    # taken from it; a differing shape field is refused by name.
+    for name in ("summary.json", "metrics.npz", "metrics.jsonl"):
+        (out / name).unlink()
+    p = cli("train", "ppo", "--resume", str(out), "--num-envs", "8")
+    assert p.returncode == 2 and "num_envs=8 differs from the checkpoint's 4 (it fixes array shapes)" in p.stderr
+    p = cli("sweep", "ppo", "--resume", str(out))
+    assert p.returncode == 2 and "the checkpoint is of a train run; use `purejaxrl-lab train`" in p.stderr
+    p = cli("train", "ppo", "--resume", str(out), "--no-progress")
+    assert p.returncode == 0, p.stderr
+    np.testing.assert_array_equal(np.load(out / "metrics.npz")["loss"], finished)
+    p = cli("train", "ppo", "--resume", str(out))
+    assert p.returncode == 2 and "that run is complete" in p.stderr
