@@ -210,15 +210,11 @@ def _parse(command: str, argv: list[str]):
         if bool(meta["settings"]) != (command == "sweep"):
             kind = "sweep" if meta["settings"] else "train"
             raise UsageError(f"resume: the checkpoint is of a {kind} run; use `purejaxrl-lab {kind}`")
-        extra = {}
-        if command == "sweep":
-            names = list(meta["settings"][0])
-            extra["grid"] = tuple(f"{n}=" + ",".join(repr(s[n]) for s in meta["settings"]) for n in names)
         try:
             config = config_from_dict(module.Config, meta["config"])
         except ValueError as e:
             raise UsageError(f"resume: {e}") from None
-        default = args_type(config=config, env=meta["env"], seeds=len(meta["seeds"]), **extra)
+        default = args_type(config=config, env=meta["env"], seeds=len(meta["seeds"]))
     else:
         default = args_type(config=_preset(module, rest))
     prog = f"purejaxrl-lab {command} {argv[0]}"
@@ -247,9 +243,12 @@ def _run(command: str, argv: list[str]) -> int:
     sweep_kwargs = {}
     try:
         if command == "sweep":
-            if not args.grid:
+            if args.grid:
+                sweep_kwargs = {"grid": grid_lib.parse_cli(args.grid), "sweep": True}
+            elif meta is not None:  # resuming: the checkpoint's settings, in their order
+                sweep_kwargs = {"settings": meta["settings"], "sweep": True}
+            else:
                 raise ValueError("sweep needs --grid NAME=V1,V2 ... (e.g. --grid learning_rate=1e-3,3e-4)")
-            sweep_kwargs = {"grid": grid_lib.parse_cli(args.grid), "sweep": True}
         loggers.check_sinks(args.log)
         if isinstance(args.checkpoint_every, bool) or args.checkpoint_every < 0:
             raise ValueError(f"checkpoint_every={args.checkpoint_every} is not allowed: expected an "

@@ -122,3 +122,18 @@ def test_resume_after_interruption(tmp_path):
     np.testing.assert_array_equal(np.load(out / "metrics.npz")["loss"], finished)
     p = cli("train", "ppo", "--resume", str(out))
     assert p.returncode == 2 and "that run is complete" in p.stderr
+
+
+def test_sweep_resume(tmp_path):
+    out = tmp_path / "sweep"
+    grid = ["--grid", "ent_coef=0,0.02", "env.length=0.5,1.0"]
+    p = cli("sweep", "ppo", "--seeds", "1", "--out", str(out), "--checkpoint-every", "1", *grid, *SMALL)
+    assert p.returncode == 0, p.stderr
+    finished = np.load(out / "metrics.npz")["loss"].copy()
+    (out / "summary.json").unlink()
+    p = cli("sweep", "ppo", "--resume", str(out), "--no-progress")  # settings from the checkpoint
+    assert p.returncode == 0, p.stderr
+    np.testing.assert_array_equal(np.load(out / "metrics.npz")["loss"], finished)
+    (out / "summary.json").unlink()
+    p = cli("sweep", "ppo", "--resume", str(out), "--grid", "ent_coef=0,0.03", "env.length=0.5,1.0")
+    assert p.returncode == 2 and "settings=" in p.stderr and "differs from the checkpoint's" in p.stderr
