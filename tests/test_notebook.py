@@ -16,3 +16,4 @@ def test_quickstart_runs_top_to_bottom(tmp_path, monkeypatch):
     assert (tmp_path / "quickstart_curve.png").is_file()
     outputs = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     assert "final return mean" in outputs
+    assert (tmp_path / "quickstart_sweep.png").is_file() and "IQM final return" in outputs
