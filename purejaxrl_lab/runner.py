@@ -333,13 +333,15 @@ def execute(plan: Plan, progress: bool = True, loggers: Sequence[Logger] = ()) -
     init = jax.jit(layout.per_device(jax.vmap(plan.init_one), 2), in_shardings=(sharded, sharded),
                    out_shardings=sharded)
     abstract_states = jax.eval_shape(init, keys_in, settings_in)
-    init_fn = None if plan.resume_step is not None else init.lower(keys_in, settings_in).compile()
+    options = runtime.compiler_options(plan.devices)
+    init_fn = (None if plan.resume_step is not None
+               else init.lower(keys_in, settings_in).compile(compiler_options=options))
     chunk_fn = (
         jax.jit(layout.per_device(jax.vmap(run_chunk, in_axes=(0, 0, None)), 2, replicated_args=1),
                 donate_argnums=0,
                 in_shardings=(sharded, sharded, replicated), out_shardings=(sharded, replicated))
         .lower(abstract_states, settings_in, np.int32(chunk_len))
-        .compile()
+        .compile(compiler_options=options)
     )
     compile_time = time.perf_counter() - t0
     counts = runtime.compile_counts()

@@ -85,6 +85,19 @@ class Layout:
         return jax.make_array_from_callback(x.shape, self.sharded, lambda index: x[index])
 
 
+# XLA-CPU backend (LLVM) optimisation level for the lab's programs. Level 1 instead of the
+# default compiles PPO CartPole's programs in ~4.1-4.3 s instead of ~5.3-7.4 s and runs them
+# as fast or faster (README, Performance); level 0 runs 3x slower.
+CPU_OPTIMIZATION_LEVEL = 1
+
+
+def compiler_options(devices: Sequence[jax.Device]) -> dict | None:
+    """Per-program XLA options: on CPU, `CPU_OPTIMIZATION_LEVEL`; elsewhere XLA's defaults."""
+    if devices[0].platform != "cpu":
+        return None
+    return {"xla_backend_optimization_level": CPU_OPTIMIZATION_LEVEL}
+
+
 # --------------------------------------------------------------------------- several hosts
 
 
