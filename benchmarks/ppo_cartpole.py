@@ -20,8 +20,8 @@ from agents import ppo
 def main(seed_counts):
     print(f"machine: {platform.machine()}, {jax.device_count()} x {jax.devices()[0].device_kind}, "
           f"jax {jax.__version__}")
-    print(f"| seeds | compile s | run s | env steps/s | final return mean | final return min |")
-    print(f"| ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| seeds | compile s | run s | env steps/s | final return mean | final return min |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     for n in seed_counts:
         r = lab.run("ppo", ppo.Config(), "CartPole-v1", seeds=n, progress=False)
         final = r.final_return

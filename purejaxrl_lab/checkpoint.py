@@ -15,7 +15,6 @@ intact; `latest()` only ever sees complete ones.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -241,7 +240,3 @@ def load_policy(directory: str | Path, seed: int = 0, setting: int | None = None
         ckpts.close()
     return Policy(params=params, act=agent.act, seed=seed, setting=dict(chosen),
                   agent=meta["agent"], env=meta["env"])
-
-
-def padded_size(batch: int, num_devices: int) -> int:
-    return math.ceil(batch / num_devices) * num_devices

@@ -9,7 +9,6 @@ import pytest
 
 import envs
 import purejaxrl_lab as lab
-from agents import ppo
 from purejaxrl_lab import grid, runtime
 from tests.conftest import SMALL
 
