@@ -129,7 +129,7 @@ def check_resume(meta: dict[str, Any], expected: dict[str, Any], shape_fields: s
     if meta["env"] != expected["env"]:
         raise ValueError(f"{where} holds a checkpoint on env {meta['env']!r}, not {expected['env']!r}")
     differ = [(name, expected["config"].get(name), saved) for name, saved in meta["config"].items()
-              if _jsonish(expected["config"].get(name)) != _jsonish(saved)]
+              if json_ready(expected["config"].get(name)) != json_ready(saved)]
     if differ:
         differ.sort(key=lambda d: d[0] not in shape_fields)  # shape-fixing fields first
         detail = "; ".join(
@@ -139,16 +139,18 @@ def check_resume(meta: dict[str, Any], expected: dict[str, Any], shape_fields: s
             for name, now, saved in differ)
         raise ValueError(f"{where}: config field {detail}")
     for name in ("env_params", "seeds", "settings"):
-        if _jsonish(meta[name]) != _jsonish(expected[name]):
+        if json_ready(meta[name]) != json_ready(expected[name]):
             raise ValueError(f"{where}: {name}={expected[name]!r} differs from the checkpoint's "
                              f"{meta[name]!r}")
 
 
-def _jsonish(v):
+def json_ready(v):
+    """Tuples -> lists and NumPy scalars -> Python numbers, recursively: the form a value has
+    after a JSON round trip, so saved and current values compare equal."""
     if isinstance(v, (tuple, list)):
-        return [_jsonish(x) for x in v]
+        return [json_ready(x) for x in v]
     if isinstance(v, dict):
-        return {k: _jsonish(x) for k, x in v.items()}
+        return {k: json_ready(x) for k, x in v.items()}
     if isinstance(v, (np.integer, np.floating)):
         return v.item()
     return v

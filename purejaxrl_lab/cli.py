@@ -122,20 +122,15 @@ def _tyro_message(text: str) -> str:
 
 
 def _preset(module, argv: list[str]):
-    for i, arg in enumerate(argv):
-        value = None
-        if arg == "--preset" and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif arg.startswith("--preset="):
-            value = arg.split("=", 1)[1]
-        if value is not None:
-            from envs import unknown_name_error
+    value = _flag_value(argv, "preset")
+    if value is None:
+        return module.Config()
+    from envs import unknown_name_error
 
-            presets = getattr(module, "PRESETS", {})
-            if value not in presets:
-                raise UsageError(str(unknown_name_error("preset", value, list(presets))))
-            return presets[value]
-    return module.Config()
+    presets = getattr(module, "PRESETS", {})
+    if value not in presets:
+        raise UsageError(str(unknown_name_error("preset", value, list(presets))))
+    return presets[value]
 
 
 def _flag_value(argv: list[str], name: str) -> str | None:

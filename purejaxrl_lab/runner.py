@@ -183,9 +183,9 @@ class Plan:
         """What identifies this run in its checkpoints."""
         return {
             "format": ckpt.FORMAT, "agent": self.name, "env": self.env_id,
-            "config": json_ready(dataclasses.asdict(self.config)),
+            "config": ckpt.json_ready(dataclasses.asdict(self.config)),
             "env_params": ckpt.env_params_dict(self.env_params),
-            "seeds": list(self.seeds), "settings": json_ready(self.settings),
+            "seeds": list(self.seeds), "settings": ckpt.json_ready(self.settings),
         }
 
     def make_agent(self, setting: Mapping[str, Any]):
@@ -213,16 +213,6 @@ class Plan:
         settings = {name: np.repeat(np.array([s[name] for s in self.settings], dtype), n)
                     for name, dtype in self.dtypes.items()}
         return key_data, settings
-
-
-def json_ready(v):
-    if isinstance(v, dict):
-        return {k: json_ready(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [json_ready(x) for x in v]
-    if isinstance(v, (np.integer, np.floating)):
-        return v.item()
-    return v
 
 
 def _check_env_sweep(plan: Plan) -> None:
