@@ -198,6 +198,7 @@ def load_policy(directory: str | Path, seed: int = 0, setting: int | None = None
     import agents
     import envs
     from agents.common.config import config_from_dict
+    from purejaxrl_lab.grid import split
 
     directory = Path(directory)
     ckpt_dir = directory_of(directory)
@@ -228,7 +229,7 @@ def load_policy(directory: str | Path, seed: int = 0, setting: int | None = None
         else:
             env_obj, env_params = env
         chosen = settings[setting]
-        env_values = {k[len("env."):]: v for k, v in chosen.items() if k.startswith("env.")}
+        env_values = split(chosen)[1]
         if env_values:
             env_params = env_params.replace(**env_values)
         agent = module.make(config, env_obj, env_params)

@@ -25,6 +25,13 @@ from envs.utils import unknown_name_error
 ENV_PREFIX = "env."
 
 
+def split(setting: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(hyperparameters, environment parameters without the "env." prefix) of a setting."""
+    hparams = {k: v for k, v in setting.items() if not k.startswith(ENV_PREFIX)}
+    env = {k[len(ENV_PREFIX):]: v for k, v in setting.items() if k.startswith(ENV_PREFIX)}
+    return hparams, env
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
 
@@ -129,9 +136,8 @@ def check(settings: list[dict], agent_name: str, config: Any, tunable: Sequence[
             if not _is_number(s[name]):
                 raise ValueError(f"{name}={s[name]!r} is not allowed: expected a number")
         dtypes[name] = np.dtype(np.float32)
-    hparams = [n for n in settings[0] if not n.startswith(ENV_PREFIX)]
     for s in settings:  # the agent's own range checks, setting by setting
-        with_overrides(config, {n: _python(s[n]) for n in hparams})
+        with_overrides(config, {n: _python(v) for n, v in split(s)[0].items()})
     return dtypes
 
 

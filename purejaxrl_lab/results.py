@@ -296,9 +296,10 @@ class SweepResults(_Run):
             import jax
 
             state = jax.tree.map(lambda x: x[j * n:(j + 1) * n], self.final_state)
-        env_params = {**self.env_params, **{k[4:]: v for k, v in self.settings[j].items()
-                                           if k.startswith("env.")}}
-        config = {**self.config, **{k: v for k, v in self.settings[j].items() if not k.startswith("env.")}}
+        from purejaxrl_lab.grid import split
+
+        hparams, env_values = split(self.settings[j])
+        env_params, config = {**self.env_params, **env_values}, {**self.config, **hparams}
         return Results(agent=self.agent, env=self.env, config=config, seeds=self.seeds,
                        metrics={k: v[j] for k, v in self.metrics.items()},
                        steps_per_iteration=self.steps_per_iteration,

@@ -191,14 +191,13 @@ class Plan:
     def make_agent(self, setting: Mapping[str, Any]):
         """The agent for one run; env.* values of `setting` (arrays inside a trace) replace
         the environment parameters."""
-        env_values = {k[len(grid_lib.ENV_PREFIX):]: v for k, v in setting.items()
-                      if k.startswith(grid_lib.ENV_PREFIX)}
+        env_values = grid_lib.split(setting)[1]
         if not env_values:
             return self.agent
         return self.module.make(self.config, self.env, self.env_params.replace(**env_values))
 
     def init_one(self, key_data: jax.Array, setting: Mapping[str, jax.Array]):
-        hparams = {k: v for k, v in setting.items() if not k.startswith(grid_lib.ENV_PREFIX)}
+        hparams = grid_lib.split(setting)[0]
         agent = self.make_agent(setting)
         key = jax.random.wrap_key_data(key_data)
         return agent.init(key, hparams) if hparams else agent.init(key)
