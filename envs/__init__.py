@@ -1,6 +1,6 @@
 """Environments on gymnax 1.0's API, a registry and pure wrappers."""
 
-from envs.registry import make, register, registered
+from envs.registry import is_builtin, make, register, registered
 from envs.utils import close_matches, unknown_name_error
 from envs.wrappers import (
     ClipAction,
@@ -34,6 +34,7 @@ __all__ = [
     "VecEnv",
     "Wrapper",
     "close_matches",
+    "is_builtin",
     "make",
     "normalize",
     "register",

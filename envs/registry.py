@@ -39,6 +39,13 @@ def registered() -> list[str]:
     return sorted(set(gymnax_ids) | set(_OWN))
 
 
+def is_builtin(env_id: str) -> bool:
+    """Whether `env_id`'s code ships with gymnax or this package (not registered by a user)."""
+    if env_id in _OWN:
+        return getattr(_OWN[env_id], "__module__", "").split(".")[0] == "envs"
+    return env_id in gymnax.registered_envs and env_id not in _UNAVAILABLE
+
+
 def make(env_id: str, **param_overrides: Any):
     """Builds an environment and its default parameters.
 

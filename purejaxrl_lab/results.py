@@ -73,6 +73,9 @@ class _Run:
     """XLA compilations while building the run's programs (0 when all came from the cache)."""
     cache_hits: int = 0
     """Programs loaded from JAX's persistent compilation cache instead of compiled."""
+    programs_cached: bool = False
+    """Whether the run's lowered programs came from the program cache (`purejaxrl_lab.programs`)
+    instead of being traced."""
     final_state: Any = dataclasses.field(default=None, repr=False, compare=False)
     """The trained agent states, batched over runs (in memory only, not saved)."""
 
@@ -115,6 +118,7 @@ class _Run:
             "steps_per_second": round(self.steps_per_second, 1),
             "resumed_from": self.resumed_from,
             "compilations": self.compilations, "compilation_cache_hits": self.cache_hits,
+            "programs_cached": self.programs_cached,
         }
 
     def _record(self) -> dict[str, Any]:
@@ -253,7 +257,8 @@ class Results(_Run):
                       compile_time=s["compile_time_s"], run_time=s["run_time_s"],
                       versions=s["versions"], device=s["device"], env_params=s.get("env_params", {}),
                       resumed_from=s.get("resumed_from"), compilations=s.get("compilations", 0),
-                      cache_hits=s.get("compilation_cache_hits", 0))
+                      cache_hits=s.get("compilation_cache_hits", 0),
+                      programs_cached=s.get("programs_cached", False))
         if s.get("kind") == SweepResults.KIND:
             return SweepResults(settings=s["settings"], **common)
         return Results(**common)
@@ -306,7 +311,8 @@ class SweepResults(_Run):
                        compile_time=self.compile_time, run_time=self.run_time,
                        versions=self.versions, device=self.device, env_params=env_params,
                        resumed_from=self.resumed_from, compilations=self.compilations,
-                       cache_hits=self.cache_hits, final_state=state)
+                       cache_hits=self.cache_hits, programs_cached=self.programs_cached,
+                       final_state=state)
 
     def ranking(self) -> list[dict[str, Any]]:
         """Settings ordered by the IQM of their seeds' final returns (best first), each with
@@ -386,7 +392,8 @@ def _ci(v):
 
 def _programs(r) -> str:
     out = f"{r.compilations} XLA compilation{'s' if r.compilations != 1 else ''}"
-    return out + (f", {r.cache_hits} from cache" if r.cache_hits else "")
+    out += f", {r.cache_hits} from cache" if r.cache_hits else ""
+    return out + (", no tracing (program cache)" if r.programs_cached else "")
 
 
 def _device(d: dict[str, Any]) -> str:

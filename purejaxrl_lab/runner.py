@@ -34,6 +34,7 @@ import envs
 from agents.common import with_overrides
 from purejaxrl_lab import checkpoint as ckpt
 from purejaxrl_lab import grid as grid_lib
+from purejaxrl_lab import programs as programs_lib
 from purejaxrl_lab import runtime
 from purejaxrl_lab.loggers import Logger, log_chunk
 from purejaxrl_lab.results import Results, SweepResults
@@ -169,6 +170,7 @@ class Plan:
     checkpoint_dir: Path | None = None
     checkpoint_every: int = 5
     resume_step: int | None = None  # the checkpoint to continue from
+    env_from_id: bool = False  # built by envs.make from `env_id` (not an object of the caller's)
 
     @property
     def num_settings(self) -> int:
@@ -291,7 +293,7 @@ def prepare(agent: str | ModuleType, config: Any = None, env: Any = "CartPole-v1
                 num_chunks, runtime.resolve_devices(devices), the_agent)
     _check_env_sweep(plan)
     extra = _check_checkpointing(checkpoint_dir, checkpoint_every, resume, plan.meta(), shapes)
-    return dataclasses.replace(plan, **extra)
+    return dataclasses.replace(plan, env_from_id=isinstance(env, str), **extra)
 
 
 def execute(plan: Plan, progress: bool = True, loggers: Sequence[Logger] = ()) -> Results | SweepResults:
@@ -316,22 +318,15 @@ def execute(plan: Plan, progress: bool = True, loggers: Sequence[Logger] = ()) -
 
         return jax.lax.scan(body, state, jnp.arange(chunk_len))
 
-    sharded, replicated = layout.sharded, layout.replicated
     counts_before = runtime.compile_counts()
     t0 = time.perf_counter()
-    init = jax.jit(layout.per_device(jax.vmap(plan.init_one), 2), in_shardings=(sharded, sharded),
-                   out_shardings=sharded)
-    abstract_states = jax.eval_shape(init, keys_in, settings_in)
-    options = runtime.compiler_options(plan.devices)
-    init_fn = (None if plan.resume_step is not None
-               else init.lower(keys_in, settings_in).compile(compiler_options=options))
-    chunk_fn = (
-        jax.jit(layout.per_device(jax.vmap(run_chunk, in_axes=(0, 0, None)), 2, replicated_args=1),
-                donate_argnums=0,
-                in_shardings=(sharded, sharded, replicated), out_shardings=(sharded, replicated))
-        .lower(abstract_states, settings_in, np.int32(chunk_len))
-        .compile(compiler_options=options)
-    )
+    program_key = programs_lib.key(plan, layout, chunk_len, needs_skip)
+    exported = programs_lib.load(program_key)
+    if exported is None and program_key is not None:
+        exported = _export(plan, layout, run_chunk, keys_in, settings_in, chunk_len)
+        programs_lib.save(program_key, exported)
+    init_fn, chunk_fn, abstract_states = _compile(plan, layout, run_chunk, keys_in, settings_in,
+                                                  chunk_len, exported)
     compile_time = time.perf_counter() - t0
     counts = runtime.compile_counts()
     compilations = counts["compilations"] - counts_before["compilations"]
@@ -342,7 +337,7 @@ def execute(plan: Plan, progress: bool = True, loggers: Sequence[Logger] = ()) -
     done = 0
     t0 = time.perf_counter()
     if plan.resume_step is not None:
-        states, history = _restore(plan, store, layout, keys_in, settings_in)
+        states, history = _restore(plan, store, layout, abstract_states)
         collected.append(history)
         done = plan.resume_step
     else:
@@ -413,6 +408,7 @@ def execute(plan: Plan, progress: bool = True, loggers: Sequence[Logger] = ()) -
         run_time=run_time, versions=versions, device=device, final_state=states,
         env_params=ckpt.env_params_dict(plan.env_params), resumed_from=plan.resume_step,
         compilations=compilations, cache_hits=cache_hits,
+        programs_cached=exported is not None and exported.from_cache,
     )
     if plan.settings is None:
         results = Results(metrics=metrics, **common)
@@ -426,13 +422,72 @@ def execute(plan: Plan, progress: bool = True, loggers: Sequence[Logger] = ()) -
     return results
 
 
-def _restore(plan: Plan, store: ckpt.Checkpoints, layout: runtime.Layout, keys_in, settings_in):
+def _export(plan: Plan, layout: runtime.Layout, run_chunk, keys_in, settings_in,
+            chunk_len: int) -> programs_lib.Programs:
+    """Traces and lowers the run's two programs (`jax.export`) on flat lists of state leaves,
+    for the program cache."""
+    structure = {}
+
+    def init_flat(key_data, setting):
+        leaves, structure["state"] = jax.tree.flatten(jax.vmap(plan.init_one)(key_data, setting))
+        return leaves
+
+    def chunk_flat(leaves, setting, num_valid):
+        states = jax.tree.unflatten(structure["state"], leaves)
+        states, metrics = jax.vmap(run_chunk, in_axes=(0, 0, None))(states, setting, num_valid)
+        return jax.tree.leaves(states), metrics
+
+    sharded, replicated = layout.sharded, layout.replicated
+    init = programs_lib.export_program(
+        jax.jit(layout.per_device(init_flat, 2), in_shardings=(sharded, sharded), out_shardings=sharded),
+        keys_in, settings_in)
+    leaf_specs = [jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharded) for a in init.out_avals]
+    chunk = programs_lib.export_program(
+        jax.jit(layout.per_device(chunk_flat, 2, replicated_args=1),
+                in_shardings=(sharded, sharded, replicated), out_shardings=(sharded, replicated)),
+        leaf_specs, settings_in, np.int32(chunk_len))
+    return programs_lib.Programs(init, chunk, structure["state"])
+
+
+def _compile(plan: Plan, layout: runtime.Layout, run_chunk, keys_in, settings_in, chunk_len: int,
+             exported: programs_lib.Programs | None):
+    """-> (init, chunk, abstract batched state): the compiled programs, from `exported` when
+    given (the same StableHLO as tracing `plan` gives), else traced from `plan`. `init` is
+    None when the run resumes."""
+    sharded, replicated = layout.sharded, layout.replicated
+    if exported is None:
+        init = layout.per_device(jax.vmap(plan.init_one), 2)
+        chunk = layout.per_device(jax.vmap(run_chunk, in_axes=(0, 0, None)), 2, replicated_args=1)
+    else:
+        tree = exported.state_tree
+
+        def init(key_data, setting):
+            return jax.tree.unflatten(tree, exported.init.call(key_data, setting))
+
+        def chunk(states, setting, num_valid):
+            leaves, metrics = exported.chunk.call(jax.tree.leaves(states), setting, num_valid)
+            return jax.tree.unflatten(tree, leaves), metrics
+
+    init = jax.jit(init, in_shardings=(sharded, sharded), out_shardings=sharded)
+    abstract_states = (jax.eval_shape(init, keys_in, settings_in) if exported is None
+                       else exported.abstract_states(sharded))
+    init_fn = (None if plan.resume_step is not None else init.lower(keys_in, settings_in).compile(
+        compiler_options=runtime.compiler_options(plan.devices, runs_once=True)))
+    chunk_fn = (
+        jax.jit(chunk, donate_argnums=0, in_shardings=(sharded, sharded, replicated),
+                out_shardings=(sharded, replicated))
+        .lower(abstract_states, settings_in, np.int32(chunk_len))
+        .compile(compiler_options=runtime.compiler_options(plan.devices))
+    )
+    return init_fn, chunk_fn, abstract_states
+
+
+def _restore(plan: Plan, store: ckpt.Checkpoints, layout: runtime.Layout, abstract_states):
     """The checkpointed state, re-laid out for this run's devices, and the metrics so far."""
     meta = store.meta(plan.resume_step)
     saved = meta["padded"]
-    spec = lambda a: jax.ShapeDtypeStruct((saved, *a.shape[1:]), a.dtype)  # noqa: E731
-    abstract = jax.eval_shape(jax.vmap(plan.init_one), spec(keys_in),
-                              {k: spec(v) for k, v in settings_in.items()})
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct((saved, *a.shape[1:]), a.dtype),
+                            abstract_states)
     stored, history = store.restore(plan.resume_step, abstract)
     placed = jax.tree.map(lambda x: layout.put(np.asarray(x)[: plan.batch]), stored)
     states = ckpt.from_storable(placed, abstract)

@@ -19,6 +19,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from purejaxrl_lab import programs
+
 AXIS = "batch"
 DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "purejaxrl_lab" / "jax"
 
@@ -89,13 +91,17 @@ class Layout:
 # default compiles PPO CartPole's programs in ~4.1-4.3 s instead of ~5.3-7.4 s and runs them
 # as fast or faster (README, Performance); level 0 runs 3x slower.
 CPU_OPTIMIZATION_LEVEL = 1
+# The init program runs once, in milliseconds: level 0 compiles it ~0.5 s faster.
+CPU_INIT_OPTIMIZATION_LEVEL = 0
 
 
-def compiler_options(devices: Sequence[jax.Device]) -> dict | None:
-    """Per-program XLA options: on CPU, `CPU_OPTIMIZATION_LEVEL`; elsewhere XLA's defaults."""
+def compiler_options(devices: Sequence[jax.Device], runs_once: bool = False) -> dict | None:
+    """Per-program XLA options: on CPU, `CPU_OPTIMIZATION_LEVEL` (`CPU_INIT_OPTIMIZATION_LEVEL`
+    for a program that `runs_once`); elsewhere XLA's defaults."""
     if devices[0].platform != "cpu":
         return None
-    return {"xla_backend_optimization_level": CPU_OPTIMIZATION_LEVEL}
+    level = CPU_INIT_OPTIMIZATION_LEVEL if runs_once else CPU_OPTIMIZATION_LEVEL
+    return {"xla_backend_optimization_level": level}
 
 
 # --------------------------------------------------------------------------- several hosts
@@ -149,16 +155,19 @@ def is_main_process() -> bool:
 
 
 def enable_compilation_cache(directory: str | os.PathLike | None = DEFAULT_CACHE_DIR) -> Path | None:
-    """Turns on JAX's persistent compilation cache in `directory` (None turns it off).
+    """Turns on JAX's persistent compilation cache in `directory` (None turns it off), and
+    the lab's program cache beside it (`purejaxrl_lab.programs`).
 
     Every program is cached, however quick to compile, so a second identical run
-    loads its programs instead of compiling them.
+    loads its programs instead of tracing, lowering and compiling them.
     """
     if directory is None:
         jax.config.update("jax_enable_compilation_cache", False)
+        programs.set_directory(None)
         return None
     directory = Path(directory).expanduser()
     directory.mkdir(parents=True, exist_ok=True)
+    programs.set_directory(directory)
     jax.config.update("jax_enable_compilation_cache", True)
     jax.config.update("jax_compilation_cache_dir", str(directory))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

@@ -83,14 +83,17 @@ def test_sweep_plot_and_compilation_cache(tmp_path):
     assert lines[header].split()[:2] == ["rank", "setting"] and lines[header + 2].startswith("1 ")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["kind"] == "sweep" and summary["num_settings"] == 4 and summary["compilations"] == 2
+    assert summary["programs_cached"] is False
     assert not (out / "checkpoints").exists()
-    # The same sweep again: both programs come from the persistent compilation cache.
+    # The same sweep again: both programs come from the caches, lowered (program cache) and
+    # compiled (JAX's persistent compilation cache).
     again = tmp_path / "again"
     p = cli("sweep", "ppo", "--seeds", "2", "--grid", "learning_rate=1e-3,3e-4", "env.length=0.5,1.0",
             "--out", str(again), "--checkpoint-every", "0", *SMALL)
     assert p.returncode == 0, p.stderr
     s2 = json.loads((again / "summary.json").read_text())
-    assert s2["compilations"] == 0 and s2["compilation_cache_hits"] == 2
+    assert s2["compilations"] == 0 and s2["compilation_cache_hits"] == 2 and s2["programs_cached"] is True
+    assert "no tracing (program cache)" in p.stdout
     a, b = np.load(out / "metrics.npz"), np.load(again / "metrics.npz")
     for k in a.files:
         np.testing.assert_array_equal(a[k], b[k])

@@ -42,11 +42,14 @@ def free_port() -> int:
 def test_two_processes_equal_four_devices(tmp_path):
     common = ["--seeds", "8", "--total-timesteps", str(4 * 32 * 6), "--num-envs", "4", "--num-steps",
               "32", "--update-epochs", "2", "--num-minibatches", "2", "--num-chunks", "3",
-              "--checkpoint-every", "1", "--no-progress", "--no-compilation-cache"]
+              "--checkpoint-every", "1", "--no-progress"]
     cli = [sys.executable, "-m", "purejaxrl_lab", "train", "ppo"]
     port = free_port()
     multi = tmp_path / "multi"
-    procs = [subprocess.Popen([*cli, *common, "--out", str(multi), "--coordinator-address",
+    # The two processes go through the program cache (exported programs); the single one
+    # traces with no cache: the same numbers either way.
+    procs = [subprocess.Popen([*cli, *common, "--out", str(multi), "--cache-dir", str(tmp_path / "cache"),
+                               "--coordinator-address",
                                f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
                               cwd=tmp_path, env=env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for i in range(2)]
@@ -55,7 +58,7 @@ def test_two_processes_equal_four_devices(tmp_path):
         assert p.returncode == 0, err[-3000:]
     assert "final return mean" in outs[0][0] and "final return mean" not in outs[1][0]  # process 0 reports
     single = tmp_path / "single"
-    p = subprocess.run([*cli, *common, "--out", str(single)], cwd=tmp_path, env=env(4),
+    p = subprocess.run([*cli, *common, "--out", str(single), "--no-compilation-cache"], cwd=tmp_path, env=env(4),
                        capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
     a, b = np.load(multi / "metrics.npz"), np.load(single / "metrics.npz")
