@@ -429,12 +429,12 @@ def _export(plan: Plan, layout: runtime.Layout, run_chunk, keys_in, settings_in,
     structure = {}
 
     def init_flat(key_data, setting):
-        leaves, structure["state"] = jax.tree.flatten(jax.vmap(plan.init_one)(key_data, setting))
+        leaves, structure["state"] = jax.tree.flatten(layout.over_runs(plan.init_one)(key_data, setting))
         return leaves
 
     def chunk_flat(leaves, setting, num_valid):
         states = jax.tree.unflatten(structure["state"], leaves)
-        states, metrics = jax.vmap(run_chunk, in_axes=(0, 0, None))(states, setting, num_valid)
+        states, metrics = layout.over_runs(run_chunk, (0, 0, None))(states, setting, num_valid)
         return jax.tree.leaves(states), metrics
 
     sharded, replicated = layout.sharded, layout.replicated
@@ -456,8 +456,8 @@ def _compile(plan: Plan, layout: runtime.Layout, run_chunk, keys_in, settings_in
     None when the run resumes."""
     sharded, replicated = layout.sharded, layout.replicated
     if exported is None:
-        init = layout.per_device(jax.vmap(plan.init_one), 2)
-        chunk = layout.per_device(jax.vmap(run_chunk, in_axes=(0, 0, None)), 2, replicated_args=1)
+        init = layout.per_device(layout.over_runs(plan.init_one), 2)
+        chunk = layout.per_device(layout.over_runs(run_chunk, (0, 0, None)), 2, replicated_args=1)
     else:
         tree = exported.state_tree
 

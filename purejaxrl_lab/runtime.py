@@ -75,6 +75,24 @@ class Layout:
         specs = (P(AXIS),) * num_batched + (P(),) * replicated_args
         return jax.shard_map(fn, mesh=self.mesh, in_specs=specs, out_specs=P(AXIS), check_vma=False)
 
+    @property
+    def local_runs(self) -> int:
+        """Runs each device trains."""
+        return self.padded // self.num_devices
+
+    def over_runs(self, fn, in_axes=0):
+        """`fn` of one run, mapped over a device's runs (`jax.vmap`; a device with one run
+        calls `fn` on it unbatched, which XLA-CPU compiles ~1 s faster and runs ~3% faster)."""
+        if self.local_runs != 1:
+            return jax.vmap(fn, in_axes=in_axes)
+
+        def one(*args):
+            axes = in_axes if isinstance(in_axes, tuple) else (in_axes,) * len(args)
+            args = [a if ax is None else jax.tree.map(lambda x: x[0], a) for a, ax in zip(args, axes)]
+            return jax.tree.map(lambda x: x[None], fn(*args))
+
+        return one
+
     def pad(self, x: np.ndarray) -> np.ndarray:
         """[B, ...] host array -> [padded, ...] (repeats the last row)."""
         if not self.padding:

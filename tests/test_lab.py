@@ -38,6 +38,19 @@ def test_run_seed_equals_single_train(results):
             np.testing.assert_allclose(results.metrics[k][row], single[k], rtol=2e-5, atol=1e-6, err_msg=k)
 
 
+def test_one_run_per_device_is_unbatched_and_equal(results):
+    """A device with one run calls the agent unbatched (no vmap); its numbers are the same
+    run's, to float32 rounding (other kernels), with the same episodes."""
+    one = lab.run("ppo", SMALL, "CartPole-v1", seeds=[5], num_chunks=4, progress=False)
+    assert one.metrics["loss"].shape == (1, SMALL.num_iterations)
+    for k in ("loss", "entropy"):
+        np.testing.assert_allclose(one.metrics[k][0], results.metrics[k][1], rtol=2e-5, atol=1e-6, err_msg=k)
+    np.testing.assert_array_equal(one.metrics["episode_return"][0], results.metrics["episode_return"][1])
+    layout = lab.runtime.Layout(1, jax.devices()[:1])
+    added = layout.over_runs(lambda x, y: x + y, (0, None))(np.ones((1, 3)), np.arange(3.0))
+    np.testing.assert_array_equal(added, [[1.0, 2.0, 3.0]])
+
+
 def test_final_return_definition():
     metrics = {"episode_return": np.array([[1.0, np.nan, 10.0, 20.0] * 5]),
                "episodes": np.array([[1, 0, 1, 3] * 5])}
