@@ -213,14 +213,18 @@ def update_running_stats(stats: RunningMeanStd, batch: jax.Array) -> RunningMean
     batch_count = batch.shape[0]
     delta = batch_mean - stats.mean
     total = stats.count + batch_count
-    mean = stats.mean + delta * batch_count / total
-    m2 = stats.var * stats.count + batch_var * batch_count + delta**2 * stats.count * batch_count / total
-    return RunningMeanStd(mean, m2 / total, total)
+    # Divisions by a broadcast scalar are written as multiplications by its reciprocal here
+    # and below: XLA rewrites `x / broadcast(c)` that way when it compiles for one device but
+    # not for several (SPMD), which made the last bits depend on the device count.
+    inv_total = 1.0 / total
+    mean = stats.mean + delta * (batch_count * inv_total)
+    m2 = stats.var * stats.count + batch_var * batch_count + delta**2 * (stats.count * batch_count * inv_total)
+    return RunningMeanStd(mean, m2 * inv_total, total)
 
 
 def normalize(stats: RunningMeanStd, x: jax.Array, clip: float = 10.0, eps: float = 1e-8):
-    """(x - mean) / sqrt(var + eps), clipped to [-clip, clip]."""
-    return jnp.clip((x - stats.mean) / jnp.sqrt(stats.var + eps), -clip, clip)
+    """(x - mean) / sqrt(var + eps), clipped to [-clip, clip] (computed with rsqrt)."""
+    return jnp.clip((x - stats.mean) * jax.lax.rsqrt(stats.var + eps), -clip, clip)
 
 
 @struct.dataclass
@@ -294,6 +298,6 @@ class ScaleReward(Wrapper):
         done = jnp.logical_or(terminated, truncated)
         ret = state.discounted_return * state.gamma + reward
         stats = update_running_stats(state.return_stats, ret)
-        scaled = jnp.clip(reward / jnp.sqrt(stats.var + self.eps), -self.clip, self.clip)
+        scaled = jnp.clip(reward * jax.lax.rsqrt(stats.var + self.eps), -self.clip, self.clip)
         state = ScaleRewardState(env_state, stats, jnp.where(done, 0.0, ret), state.gamma)
         return obs, state, scaled, terminated, truncated, info

@@ -289,8 +289,9 @@ def prepare(agent: str | ModuleType, config: Any = None, env: Any = "CartPole-v1
     if sweep or grid is not None or settings is not None:
         swept = grid_lib.expand(grid, settings)
         dtypes = grid_lib.check(swept, name, config, tunable, shapes, env_params)
+    batch = len(seed_list) * (1 if swept is None else len(swept))
     plan = Plan(name, module, config, env_id, env_obj, env_params, seed_list, swept, dtypes,
-                num_chunks, runtime.resolve_devices(devices), the_agent)
+                num_chunks, runtime.resolve_devices(devices, batch), the_agent)
     _check_env_sweep(plan)
     extra = _check_checkpointing(checkpoint_dir, checkpoint_every, resume, plan.meta(), shapes)
     return dataclasses.replace(plan, env_from_id=isinstance(env, str), **extra)
@@ -518,12 +519,13 @@ def run(
       seeds: N (seeds 0..N-1) or a list of distinct integer seeds.
       num_chunks: how many times the host reports progress during the run.
       progress: show a progress bar.
-      devices: how many devices to shard the seeds over (default: all, on every host).
-        A batch that does not divide the device count is padded with repeats of its last
-        run, computed and dropped. Each device runs the same program on its share
-        (`jax.shard_map`), so results are bit-identical across layouts that give each device
-        as many runs (e.g. 8 seeds on 4 devices or on 2 processes x 2 devices); layouts with
-        other per-device batch sizes compile different kernels and agree to float32 rounding.
+      devices: how many devices to shard the seeds over (default: all, on every host; in
+        one process, as many as hold two runs each). A batch that does not fill two runs
+        on each device is padded with repeats of its last run, computed and dropped. Each
+        device runs the same vmapped program on its share (`jax.shard_map`), so a batch of
+        two or more runs gives bit-identical results on any layout: 1 device, 4 devices, or
+        2 processes x 2 devices. A single run is computed unbatched (faster), and agrees with
+        the same seed in a batch to float32 rounding.
       checkpoint_dir: write a checkpoint there every `checkpoint_every` chunks and at the end.
       resume: a checkpoint directory (or a results directory holding `checkpoints/`) to
         continue from its newest complete checkpoint; the result is bit-identical to a

@@ -25,12 +25,12 @@ def test_one_two_four_devices():
     assert r["device_4"]["used"] == 4 and r["device_4"]["padding"] == 0
     # 6 runs on 4 devices: padded to 8 (two repeats of the last run, dropped afterwards).
     assert r["padded_device"]["padding"] == 2 and r["padded_rows"] == 6
-    # Each device runs the same program on its share: layouts with the same runs per device
-    # give the same bits (2 devices x 4 runs vs 4 x 2 happen to compile alike here; 4 x 2
-    # padded vs 4 x 2 must).
-    assert r["2_vs_4_exact"] and r["padded_exact"] and r["sweep_2_vs_4_exact"]
-    # 1 device x 8 runs compiles other kernels: the same numbers to float32 rounding.
-    assert r["1_vs_4_max_rel"] < 1e-4 and r["1_vs_4_same_returns"]
+    # 4 runs on 4 devices: padded to two runs per device; by default, 2 devices x 2 runs.
+    assert r["four_on_four_device"]["padding"] == 4 and r["four_auto_device"]["used"] == 2
+    # Every device runs the same vmapped program on its share of two or more runs: the same
+    # bits on 1, 2 or 4 devices, padded or not, for runs, sweeps and continuous control.
+    assert r["1_vs_4_exact"] and r["2_vs_4_exact"] and r["padded_exact"] and r["four_exact"]
+    assert r["sweep_1_vs_4_exact"] and r["continuous_1_vs_4_exact"]
 
 
 def free_port() -> int:

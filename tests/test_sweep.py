@@ -158,8 +158,9 @@ def test_cli_grid_parsing():
         grid.parse_cli(["ent_coef"])
 
 
-def test_layout_pads_to_the_device_count():
+def test_layout_pads_to_two_runs_per_device():
     layout = runtime.Layout(6, jax.devices()[:1])
     assert layout.padded == 6 and layout.padding == 0
+    assert runtime.Layout(1, jax.devices()[:1]).padded == 1  # a single run, unbatched
     layout.num_devices, layout.padded = 4, 8  # the arithmetic, without 4 devices in this process
     np.testing.assert_array_equal(layout.pad(np.arange(6)), [0, 1, 2, 3, 4, 5, 5, 5])
