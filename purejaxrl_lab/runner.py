@@ -423,31 +423,42 @@ def execute(plan: Plan, progress: bool = True, loggers: Sequence[Logger] = ()) -
     return results
 
 
+def _programs(layout: runtime.Layout, init, chunk, donate: bool = False):
+    """init(key_data, settings) and chunk(states, settings, num_valid) jitted with the batch's
+    shardings (`donate`: chunk reuses the buffers of the states it is given)."""
+    sharded, replicated = layout.sharded, layout.replicated
+    return (jax.jit(init, in_shardings=(sharded, sharded), out_shardings=sharded),
+            jax.jit(chunk, in_shardings=(sharded, sharded, replicated), out_shardings=(sharded, replicated),
+                    donate_argnums=0 if donate else ()))
+
+
+def _traced(plan: Plan, layout: runtime.Layout, run_chunk):
+    """The run's two programs over the whole batch, each device on its share of the runs."""
+    return (layout.per_device(layout.over_runs(plan.init_one), 2),
+            layout.per_device(layout.over_runs(run_chunk, (0, 0, None)), 2, replicated_args=1))
+
+
 def _export(plan: Plan, layout: runtime.Layout, run_chunk, keys_in, settings_in,
             chunk_len: int) -> programs_lib.Programs:
     """Traces and lowers the run's two programs (`jax.export`) on flat lists of state leaves,
     for the program cache."""
+    init, chunk = _programs(layout, *_traced(plan, layout, run_chunk))
     structure = {}
 
     def init_flat(key_data, setting):
-        leaves, structure["state"] = jax.tree.flatten(layout.over_runs(plan.init_one)(key_data, setting))
+        leaves, structure["state"] = jax.tree.flatten(init(key_data, setting))
         return leaves
 
     def chunk_flat(leaves, setting, num_valid):
-        states = jax.tree.unflatten(structure["state"], leaves)
-        states, metrics = layout.over_runs(run_chunk, (0, 0, None))(states, setting, num_valid)
+        states, metrics = chunk(jax.tree.unflatten(structure["state"], leaves), setting, num_valid)
         return jax.tree.leaves(states), metrics
 
-    sharded, replicated = layout.sharded, layout.replicated
-    init = programs_lib.export_program(
-        jax.jit(layout.per_device(init_flat, 2), in_shardings=(sharded, sharded), out_shardings=sharded),
-        keys_in, settings_in)
-    leaf_specs = [jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharded) for a in init.out_avals]
-    chunk = programs_lib.export_program(
-        jax.jit(layout.per_device(chunk_flat, 2, replicated_args=1),
-                in_shardings=(sharded, sharded, replicated), out_shardings=(sharded, replicated)),
-        leaf_specs, settings_in, np.int32(chunk_len))
-    return programs_lib.Programs(init, chunk, structure["state"])
+    exported_init = programs_lib.export_program(jax.jit(init_flat), keys_in, settings_in)
+    leaf_specs = [jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=layout.sharded)
+                  for a in exported_init.out_avals]
+    exported_chunk = programs_lib.export_program(jax.jit(chunk_flat), leaf_specs, settings_in,
+                                                 np.int32(chunk_len))
+    return programs_lib.Programs(exported_init, exported_chunk, structure["state"])
 
 
 def _compile(plan: Plan, layout: runtime.Layout, run_chunk, keys_in, settings_in, chunk_len: int,
@@ -455,31 +466,25 @@ def _compile(plan: Plan, layout: runtime.Layout, run_chunk, keys_in, settings_in
     """-> (init, chunk, abstract batched state): the compiled programs, from `exported` when
     given (the same StableHLO as tracing `plan` gives), else traced from `plan`. `init` is
     None when the run resumes."""
-    sharded, replicated = layout.sharded, layout.replicated
     if exported is None:
-        init = layout.per_device(layout.over_runs(plan.init_one), 2)
-        chunk = layout.per_device(layout.over_runs(run_chunk, (0, 0, None)), 2, replicated_args=1)
+        init, chunk = _programs(layout, *_traced(plan, layout, run_chunk), donate=True)
+        abstract_states = jax.eval_shape(init, keys_in, settings_in)
     else:
         tree = exported.state_tree
 
-        def init(key_data, setting):
+        def init_call(key_data, setting):
             return jax.tree.unflatten(tree, exported.init.call(key_data, setting))
 
-        def chunk(states, setting, num_valid):
+        def chunk_call(states, setting, num_valid):
             leaves, metrics = exported.chunk.call(jax.tree.leaves(states), setting, num_valid)
             return jax.tree.unflatten(tree, leaves), metrics
 
-    init = jax.jit(init, in_shardings=(sharded, sharded), out_shardings=sharded)
-    abstract_states = (jax.eval_shape(init, keys_in, settings_in) if exported is None
-                       else exported.abstract_states(sharded))
+        init, chunk = _programs(layout, init_call, chunk_call, donate=True)
+        abstract_states = exported.abstract_states(layout.sharded)
     init_fn = (None if plan.resume_step is not None else init.lower(keys_in, settings_in).compile(
         compiler_options=runtime.compiler_options(plan.devices, runs_once=True)))
-    chunk_fn = (
-        jax.jit(chunk, donate_argnums=0, in_shardings=(sharded, sharded, replicated),
-                out_shardings=(sharded, replicated))
-        .lower(abstract_states, settings_in, np.int32(chunk_len))
-        .compile(compiler_options=runtime.compiler_options(plan.devices))
-    )
+    chunk_fn = (chunk.lower(abstract_states, settings_in, np.int32(chunk_len))
+                .compile(compiler_options=runtime.compiler_options(plan.devices)))
     return init_fn, chunk_fn, abstract_states
 
 

@@ -121,17 +121,20 @@ class Layout:
 # default compiles PPO CartPole's programs in ~4.1-4.3 s instead of ~5.3-7.4 s and runs them
 # as fast or faster (README, Performance); level 0 runs 3x slower.
 CPU_OPTIMIZATION_LEVEL = 1
-# The init program runs once, in milliseconds: level 0 compiles it ~0.5 s faster.
-CPU_INIT_OPTIMIZATION_LEVEL = 0
+# The init program runs once, in milliseconds: level 0 compiles it ~0.5 s faster. (Turning
+# XLA-CPU's fusion emitters off too saves another ~0.3 s, but then a one-device init differs
+# from a several-device one in the last bit for some networks.)
+CPU_INIT_OPTIONS = {"xla_backend_optimization_level": 0}
 
 
 def compiler_options(devices: Sequence[jax.Device], runs_once: bool = False) -> dict | None:
-    """Per-program XLA options: on CPU, `CPU_OPTIMIZATION_LEVEL` (`CPU_INIT_OPTIMIZATION_LEVEL`
-    for a program that `runs_once`); elsewhere XLA's defaults."""
+    """Per-program XLA options: on CPU, `CPU_OPTIMIZATION_LEVEL` (`CPU_INIT_OPTIONS` for a
+    program that `runs_once`); elsewhere XLA's defaults."""
     if devices[0].platform != "cpu":
         return None
-    level = CPU_INIT_OPTIMIZATION_LEVEL if runs_once else CPU_OPTIMIZATION_LEVEL
-    return {"xla_backend_optimization_level": level}
+    if runs_once:
+        return dict(CPU_INIT_OPTIONS)
+    return {"xla_backend_optimization_level": CPU_OPTIMIZATION_LEVEL}
 
 
 # --------------------------------------------------------------------------- several hosts

@@ -31,7 +31,11 @@ def main():
                                    num_steps=64, update_epochs=2, num_minibatches=4)
     cont = {d: lab.run("ppo", pendulum, "Pendulum-v1", seeds=4, num_chunks=2, progress=False,
                        devices=d).metrics for d in (1, 4)}
+    single = {d: lab.run("ppo", SMALL, "CartPole-v1", seeds=[3], num_chunks=3, progress=False,
+                         devices=d) for d in (None, 4)}
     print(json.dumps({
+        "single_devices": [single[None].device["used"], single[4].device["used"]],
+        "single_exact": same(single[None].metrics, single[4].metrics),
         "device_4": run[4].device,
         "padded_device": padded.device,
         "four_on_four_device": four_on_four.device,

@@ -31,6 +31,9 @@ def test_one_two_four_devices():
     # bits on 1, 2 or 4 devices, padded or not, for runs, sweeps and continuous control.
     assert r["1_vs_4_exact"] and r["2_vs_4_exact"] and r["padded_exact"] and r["four_exact"]
     assert r["sweep_1_vs_4_exact"] and r["continuous_1_vs_4_exact"]
+    # One run: unbatched on one device by default, or padded to one per device on 4 (XLA
+    # compiles a vmap over one run like the unbatched program): the same bits.
+    assert r["single_devices"] == [1, 4] and r["single_exact"]
 
 
 def free_port() -> int:
