@@ -14,6 +14,7 @@ is not batched (it stays a real branch under vmap).
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import importlib.metadata
 import math
@@ -481,10 +482,14 @@ def _compile(plan: Plan, layout: runtime.Layout, run_chunk, keys_in, settings_in
 
         init, chunk = _programs(layout, init_call, chunk_call, donate=True)
         abstract_states = exported.abstract_states(layout.sharded)
-    init_fn = (None if plan.resume_step is not None else init.lower(keys_in, settings_in).compile(
-        compiler_options=runtime.compiler_options(plan.devices, runs_once=True)))
-    chunk_fn = (chunk.lower(abstract_states, settings_in, np.int32(chunk_len))
-                .compile(compiler_options=runtime.compiler_options(plan.devices)))
+    # XLA compiles init in a thread while Python traces and lowers the chunk program.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        init_fn = (None if plan.resume_step is not None else pool.submit(
+            init.lower(keys_in, settings_in).compile,
+            compiler_options=runtime.compiler_options(plan.devices, runs_once=True)))
+        chunk_fn = (chunk.lower(abstract_states, settings_in, np.int32(chunk_len))
+                    .compile(compiler_options=runtime.compiler_options(plan.devices)))
+        init_fn = init_fn and init_fn.result()
     return init_fn, chunk_fn, abstract_states
 
 
