@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jaxlib
 from jax import export
 
 FORMAT = 1
@@ -54,10 +55,6 @@ def set_directory(directory: str | os.PathLike | None) -> None:
     """Where programs are kept (None: nowhere); `runtime.enable_compilation_cache` sets it."""
     global _directory
     _directory = None if directory is None else Path(directory)
-
-
-def directory() -> Path | None:
-    return _directory
 
 
 @dataclasses.dataclass
@@ -140,8 +137,6 @@ def key(plan, layout, chunk_len: int, needs_skip: bool) -> str | None:
     from purejaxrl_lab import checkpoint as ckpt
 
     devices = layout.mesh.devices.ravel()
-    import jaxlib
-
     parts = {
         "format": FORMAT, "python": platform.python_version(), "jax": jax.__version__,
         "jaxlib": jaxlib.__version__, "packages": _package_digest(), "dependencies": _dependency_files(),
@@ -165,14 +160,11 @@ def load(name: str | None) -> Programs | None:
     """The programs stored under `name`, or None (not there, or unreadable)."""
     if name is None or _directory is None:
         return None
-    path = _directory / (name + SUFFIX)
     try:
-        stored = pickle.loads(path.read_bytes())
+        stored = pickle.loads((_directory / (name + SUFFIX)).read_bytes())
         return Programs(export.deserialize(stored["init"]), export.deserialize(stored["chunk"]),
                         stored["state_tree"], from_cache=True)
-    except FileNotFoundError:
-        return None
-    except Exception:  # noqa: BLE001 - a damaged entry is a miss; it is written again
+    except Exception:  # noqa: BLE001 - missing or damaged: a miss, written again after tracing
         return None
 
 

@@ -34,12 +34,12 @@ DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"
 MIN_RUNS_PER_DEVICE = 2
 
 
-def resolve_devices(devices: int | None, batch: int | None = None) -> list[jax.Device]:
+def resolve_devices(devices: int | None, batch: int) -> list[jax.Device]:
     """The devices a run of `batch` runs uses: the first `devices`, or (None) all of them,
     or in a single process as many as hold `MIN_RUNS_PER_DEVICE` runs each (at least one)."""
     available = jax.devices()
     if devices is None:
-        if batch is not None and jax.process_count() == 1:
+        if jax.process_count() == 1:
             return available[: max(1, min(len(available), batch // MIN_RUNS_PER_DEVICE))]
         return available
     if isinstance(devices, bool) or not isinstance(devices, (int, np.integer)) or devices < 1:
