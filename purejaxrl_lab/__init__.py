@@ -4,9 +4,17 @@ devices and hosts, checkpointed, and reported honestly.
 Names are imported on first use, so that a multi-host script can call
 `purejaxrl_lab.runtime.initialize_distributed(...)` before anything (gymnax included)
 touches a device.
+
+Importing it gives JAX's CPU backend one device per core (`runtime.use_cpu_cores`), so that
+the seeds of a run train on every core; it has no effect once JAX has run anything, so
+import `purejaxrl_lab` before `envs`, `agents` or gymnax. `JAX_NUM_CPU_DEVICES=1` opts out.
 """
 
 import importlib
+
+from purejaxrl_lab.runtime import use_cpu_cores as _use_cpu_cores
+
+_use_cpu_cores()
 
 _NAMES = {
     "run": "purejaxrl_lab.runner", "sweep": "purejaxrl_lab.runner",

@@ -199,7 +199,8 @@ class Results(_Run):
       compile_time: seconds spent compiling (init and update programs).
       run_time: seconds spent running the compiled programs, progress reporting included.
       versions: package versions (python, jax, jaxlib, flax, optax, gymnax, ...).
-      device: platform, device kind, device count, devices used, processes, padding.
+      device: platform, device kind, device count, devices used, processes, padding, the
+        host's CPU cores.
       env_params: the environment parameters the run used.
     """
 

@@ -100,7 +100,7 @@ def environment_info() -> tuple[dict[str, str], dict[str, Any]]:
             pass
     devices = jax.devices()
     device = {"platform": devices[0].platform, "kind": devices[0].device_kind,
-              "count": len(devices), "host": platform.node()}
+              "count": len(devices), "host": platform.node(), "cpu_cores": runtime.cpu_cores()}
     return versions, device
 
 

@@ -1,5 +1,6 @@
 import pytest
 
+import purejaxrl_lab  # noqa: F401  first, as users import it: one CPU device per core
 from agents import ppo
 
 # One small configuration shared across tests, so its programs compile once per process.

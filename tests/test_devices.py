@@ -1,4 +1,5 @@
-"""The batch over 1, 2 and 4 devices (JAX_NUM_CPU_DEVICES=4) and over 2 processes x 2 devices."""
+"""The batch over 1, 2 and 4 devices (JAX_NUM_CPU_DEVICES=4), over 2 processes x 2 devices, and
+one CPU device per core by default."""
 
 import json
 import os
@@ -74,3 +75,36 @@ def test_two_processes_equal_four_devices(tmp_path):
 
     policy = lab.load_policy(multi, seed=7)
     assert policy(np.zeros(4, np.float32)).shape == ()
+
+
+CORES_CHECK = """
+import json, os, sys
+first = sys.argv[1]
+if first == "envs":
+    import envs  # gymnax makes arrays on import: JAX is initialised from here on
+import purejaxrl_lab
+from purejaxrl_lab import runtime
+import jax
+print(json.dumps({"devices": jax.device_count(), "cores": runtime.cpu_cores(),
+                  "again": runtime.use_cpu_cores()}))
+"""
+
+
+def test_one_cpu_device_per_core():
+    def devices(first="lab", **extra):
+        clean = {k: v for k, v in os.environ.items() if k not in ("JAX_NUM_CPU_DEVICES", "XLA_FLAGS")}
+        p = subprocess.run([sys.executable, "-c", CORES_CHECK, first], cwd=ROOT, capture_output=True,
+                           text=True, timeout=300,
+                           env={**clean, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu", **extra})
+        assert p.returncode == 0, p.stderr[-3000:]
+        return json.loads(p.stdout.strip().splitlines()[-1])
+
+    # Importing purejaxrl_lab first: one CPU device per core (a single core keeps one device).
+    r = devices()
+    assert r["devices"] == r["cores"] and r["again"] is None  # once JAX runs, nothing changes
+    # A count the user chose wins, whichever way it was chosen.
+    assert devices(JAX_NUM_CPU_DEVICES="1")["devices"] == 1
+    assert devices(JAX_NUM_CPU_DEVICES="3")["devices"] == 3
+    assert devices(XLA_FLAGS="--xla_force_host_platform_device_count=3")["devices"] == 3
+    # JAX already initialised (gymnax imported first): JAX's single CPU device, no error.
+    assert devices("envs")["devices"] == 1
