@@ -139,7 +139,7 @@ class Config:
 
 PRESETS: dict[str, Config] = {
     "cartpole": Config(),
-    # Reaches a mean final return of about -170 over 4 seeds on Pendulum-v1 (good policies
+    # Reaches a mean final return of about -166 over 4 seeds on Pendulum-v1 (good policies
     # score -150 to -200) in 1e6 steps; see README "Continuous control".
     "pendulum": Config(
         total_timesteps=1_000_000,
