@@ -58,7 +58,8 @@ def _args_type(config_cls, command: str = "train"):
         """Continue the run in this results directory from its newest checkpoint; options
         default to the checkpointed run's, and results are written there."""
         devices: int | None = None
-        """Devices to shard the runs over (default: all)."""
+        """Devices to shard the runs over (default: as many as hold two runs each, up to all;
+        on a CPU-only machine there is one device per core)."""
         log: tuple[str, ...] = ("jsonl",)
         """Log sinks: jsonl (OUT/log.jsonl), tensorboard (OUT/tensorboard), wandb (offline)."""
         compilation_cache: bool = True
