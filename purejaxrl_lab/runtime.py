@@ -65,9 +65,9 @@ def use_cpu_cores() -> int | None:
     return cores
 
 
-# Each device of a batch of two or more runs holds at least this many. XLA compiles a vmap
-# over one run like an unbatched program, whose kernels round differently from batched ones;
-# from two runs up, a run's numbers do not depend on how many runs share its device.
+# Each device of a batch of two or more runs holds at least this many. A device holding one
+# run computes it unbatched (`Layout.over_runs`), with kernels that round differently from
+# batched ones; from two runs up, a run's numbers do not depend on how many share its device.
 MIN_RUNS_PER_DEVICE = 2
 
 
