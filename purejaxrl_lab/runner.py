@@ -1,15 +1,20 @@
 """`run` and `sweep`: train an agent over many seeds (and settings) as one compiled program.
 
     init   : jit(vmap(init))                          once (skipped when resuming)
-    chunk  : jit(vmap(scan(update, K)))               compiled once, called ceil(N / K) times
+    chunk  : jit(vmap(scan(update, m * K)))           compiled once, called for 1 to m chunks
 
-The vmapped axis is the batch of runs, [setting x seed] flattened (run b is
-setting b // num_seeds with seed b % num_seeds), sharded over a 1-D device mesh
-(see `runtime`). Between chunks the host updates the progress bar, writes logs
-and checkpoints; nothing crosses to the host inside the compiled program. All
-chunks have the same length K, so the last, shorter chunk reuses the same
-program: iterations past the end are skipped with a `lax.cond` whose predicate
-is not batched (it stays a real branch under vmap).
+The run is cut into chunks of K iterations (about `num_chunks` of them): the unit of
+logging and checkpointing. The vmapped axis is the batch of runs, [setting x seed]
+flattened (run b is setting b // num_seeds with seed b % num_seeds), sharded over a
+1-D device mesh (see `runtime`). Between calls the host updates the progress bar,
+writes logs and checkpoints; nothing crosses to the host inside the compiled program.
+
+One call runs up to m consecutive chunks (`chunks_per_call`): when chunks are quick,
+the host sizes calls to last about `CALL_SECONDS`, because on CPU short calls run
+slower per iteration than long ones (XLA-CPU's threads settle; 16 calls of 0.2 s cost
+~5-10% against one call). The call's length is then a runtime argument (a loop of
+`num_valid` iterations filling a metrics buffer of m chunks), so one program serves
+every call and the numbers do not depend on how the chunks were grouped.
 """
 
 from __future__ import annotations
@@ -119,6 +124,30 @@ def chunk_length(num_iterations: int, num_chunks: int) -> tuple[int, bool]:
         count = min(candidates, key=lambda c: abs(c - target))
         return num_iterations // count, False
     return math.ceil(num_iterations / target), True
+
+
+# A call runs whole chunks until it has lasted about this long (measured on the calls before).
+CALL_SECONDS = 1.0
+# At most this many chunks per call; the program's metrics buffer holds this many chunks.
+MAX_CHUNKS_PER_CALL = 4
+# ... and at most this many [run, iteration] entries per metric (64 MiB of float32 per metric).
+MAX_CALL_METRIC_ENTRIES = 2**24
+
+
+def chunks_per_call(num_iterations: int, chunk_len: int, batch: int) -> int:
+    """m, the most chunks one call runs: `MAX_CHUNKS_PER_CALL`, or fewer when the run has
+    fewer chunks or when m chunks of metrics for the whole batch would pass
+    `MAX_CALL_METRIC_ENTRIES` per metric."""
+    return max(1, min(MAX_CHUNKS_PER_CALL, math.ceil(num_iterations / chunk_len),
+                      MAX_CALL_METRIC_ENTRIES // (batch * chunk_len)))
+
+
+def next_call_chunks(limit: int, seconds_per_chunk: float | None) -> int:
+    """How many chunks (1 to `limit`) the next call runs: as many as fill `CALL_SECONDS`
+    at the measured rate, one while there is no measurement yet."""
+    if seconds_per_chunk is None:
+        return 1
+    return max(1, min(limit, int(CALL_SECONDS / max(seconds_per_chunk, 1e-9))))
 
 
 def seed_key_data(seeds: Sequence[int]) -> np.ndarray:
@@ -303,6 +332,9 @@ def execute(plan: Plan, progress: bool = True, loggers: Sequence[Logger] = ()) -
     config = plan.config
     num_iterations = config.num_iterations
     chunk_len, needs_skip = chunk_length(num_iterations, plan.num_chunks)
+    per_call = chunks_per_call(num_iterations, chunk_len, plan.batch)
+    call_len = per_call * chunk_len  # the compiled scan; a call runs its first num_valid
+    needs_skip = needs_skip or per_call > 1
     layout = runtime.Layout(plan.batch, plan.devices)
     main = runtime.is_main_process()
     key_data, setting_values = plan.inputs()
@@ -310,25 +342,32 @@ def execute(plan: Plan, progress: bool = True, loggers: Sequence[Logger] = ()) -
     settings_in = {k: layout.put(v) for k, v in setting_values.items()}
 
     def run_chunk(state, setting, num_valid):
-        update = lambda s: plan.update_one(s, setting)  # noqa: E731
-        if not needs_skip:  # every chunk is full: a plain scan
-            return jax.lax.scan(lambda s, _: update(s), state, None, chunk_len)
-        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(update, state)[1])
+        if not needs_skip:  # every call is one full chunk: a plain scan
+            return jax.lax.scan(lambda s, _: plan.update_one(s, setting), state, None, call_len)
+        # A loop of num_valid iterations writing into a [call_len] buffer (a scan with a
+        # `lax.cond` skipping the surplus ran ~10% slower). jit caches the update's trace: the
+        # metrics' shapes cost no second trace.
+        step = jax.jit(plan.update_one)
+        shapes = jax.eval_shape(step, state, setting)[1]
+        buffer = jax.tree.map(lambda m: jnp.zeros((call_len, *m.shape), m.dtype), shapes)
 
-        def body(state, i):
-            return jax.lax.cond(i < num_valid, update, lambda s: (s, zeros), state)
+        def body(i, carry):
+            state, buffer = carry
+            state, metrics = step(state, setting)
+            return state, jax.tree.map(lambda b, m: jax.lax.dynamic_update_index_in_dim(b, m, i, 0),
+                                       buffer, metrics)
 
-        return jax.lax.scan(body, state, jnp.arange(chunk_len))
+        return jax.lax.fori_loop(0, num_valid, body, (state, buffer))
 
     counts_before = runtime.compile_counts()
     t0 = time.perf_counter()
-    program_key = programs_lib.key(plan, layout, chunk_len, needs_skip)
+    program_key = programs_lib.key(plan, layout, call_len, needs_skip)
     exported = programs_lib.load(program_key)
     if exported is None and program_key is not None:
-        exported = _export(plan, layout, run_chunk, keys_in, settings_in, chunk_len)
+        exported = _export(plan, layout, run_chunk, keys_in, settings_in, call_len)
         programs_lib.save(program_key, exported)
     init_fn, chunk_fn, abstract_states = _compile(plan, layout, run_chunk, keys_in, settings_in,
-                                                  chunk_len, exported)
+                                                  call_len, exported)
     compile_time = time.perf_counter() - t0
     counts = runtime.compile_counts()
     compilations = counts["compilations"] - counts_before["compilations"]
@@ -353,11 +392,14 @@ def execute(plan: Plan, progress: bool = True, loggers: Sequence[Logger] = ()) -
         bar = tqdm(total=num_iterations, initial=done, unit="it", dynamic_ncols=True,
                    desc=f"{plan.name} {plan.env_id} {what}")
     started_at = done
+    seconds_per_chunk = None  # measured over the calls read so far
 
     def take(pending):
-        """Brings a finished chunk's metrics to the host; reports them."""
+        """Brings a finished call's metrics to the host; reports them."""
+        nonlocal seconds_per_chunk
         metrics, first, n = pending
         host = {k: np.asarray(v)[: plan.batch, :n] for k, v in metrics.items()}
+        seconds_per_chunk = (time.perf_counter() - t0) * chunk_len / (first + n - started_at)
         collected.append(host)
         if main:
             log_chunk(loggers, host, first, config.steps_per_iteration, plan.settings, len(plan.seeds))
@@ -373,13 +415,17 @@ def execute(plan: Plan, progress: bool = True, loggers: Sequence[Logger] = ()) -
             })
 
     pending = None
-    chunks = 0
+    chunks = done // chunk_len  # chunks dispatched (a checkpoint is at a chunk boundary)
     try:
         while done < num_iterations:
-            n = min(chunk_len, num_iterations - done)
+            limit = min(per_call, math.ceil((num_iterations - done) / chunk_len))
+            if store is not None:  # a call ends where a checkpoint is due
+                limit = min(limit, plan.checkpoint_every - chunks % plan.checkpoint_every)
+            count = next_call_chunks(limit, seconds_per_chunk)
+            n = min(count * chunk_len, num_iterations - done)
             states, metrics = chunk_fn(states, settings_in, np.int32(n))  # asynchronous dispatch
-            chunks += 1
-            if pending is not None:  # read the previous chunk while this one runs
+            chunks += count
+            if pending is not None:  # read the previous call's metrics while this one runs
                 take(pending)
             pending = (metrics, done, n)
             done += n

@@ -9,6 +9,8 @@ import envs
 import purejaxrl_lab as lab
 from agents import ppo
 from agents.common import ONLY_DISCRETE, check_action_space
+from purejaxrl_lab import checkpoint as ckpt
+from purejaxrl_lab import runner
 from tests.conftest import SMALL
 
 
@@ -49,6 +51,76 @@ def test_one_run_per_device_is_unbatched_and_equal(results):
     layout = lab.runtime.Layout(1, jax.devices()[:1])
     added = layout.over_runs(lambda x, y: x + y, (0, None))(np.ones((1, 3)), np.arange(3.0))
     np.testing.assert_array_equal(added, [[1.0, 2.0, 3.0]])
+
+
+def test_call_sizes():
+    # chunks_per_call: at most MAX_CHUNKS_PER_CALL (4), at most the run's chunks, and at most
+    # MAX_CALL_METRIC_ENTRIES (2^24) [run, iteration] entries per metric in one call.
+    assert runner.MAX_CHUNKS_PER_CALL == 4 and runner.MAX_CALL_METRIC_ENTRIES == 2**24
+    assert runner.chunks_per_call(976, 61, 1) == 4          # 16 chunks of 61: the cap
+    assert runner.chunks_per_call(6, 3, 2) == 2             # the run has 2 chunks
+    assert runner.chunks_per_call(100, 10, 2**19) == 3      # 2^24 // (2^19 * 10) = 32 // 10 = 3
+    assert runner.chunks_per_call(100, 10, 2**22) == 1      # 2^24 // (2^22 * 10) = 0 -> at least 1
+    # next_call_chunks: one chunk before any measurement, then CALL_SECONDS (1 s) worth.
+    assert runner.CALL_SECONDS == 1.0
+    assert runner.next_call_chunks(4, None) == 1
+    assert runner.next_call_chunks(4, 0.3) == 3             # int(1 / 0.3) = 3
+    assert runner.next_call_chunks(4, 0.1) == 4             # 10, capped at the limit
+    assert runner.next_call_chunks(2, 0.1) == 2
+    assert runner.next_call_chunks(4, 2.0) == 1             # int(0.5) = 0 -> at least 1
+
+
+def _recording_call_sizes(monkeypatch, call_seconds):
+    """Sets CALL_SECONDS and records how many chunks each call of `execute` runs."""
+    monkeypatch.setattr(runner, "CALL_SECONDS", call_seconds)
+    counts, original = [], runner.next_call_chunks
+
+    def recording(limit, seconds_per_chunk):
+        counts.append(original(limit, seconds_per_chunk))
+        return counts[-1]
+
+    monkeypatch.setattr(runner, "next_call_chunks", recording)
+    return counts
+
+
+def test_grouping_chunks_into_calls_changes_no_number(monkeypatch):
+    """The same program runs 1 to 4 chunks per call; how they are grouped changes no bit."""
+    def run():
+        return lab.run("ppo", SMALL, "CartPole-v1", seeds=[0, 5], num_chunks=6, progress=False)
+
+    grouped_counts = _recording_call_sizes(monkeypatch, 1e9)
+    grouped = run()
+    # 6 chunks of 1 iteration: the first two calls are dispatched before any call has been
+    # measured (one chunk each), the third runs the remaining 4 (the cap).
+    assert grouped_counts == [1, 1, 4]
+    single_counts = _recording_call_sizes(monkeypatch, 0.0)
+    single = run()
+    assert single_counts == [1] * 6
+    for k in grouped.metrics:
+        np.testing.assert_array_equal(grouped.metrics[k], single.metrics[k], err_msg=k)
+    for x, y in zip(jax.tree.leaves(jax.random.key_data(grouped.final_state.key)),
+                    jax.tree.leaves(jax.random.key_data(single.final_state.key))):
+        np.testing.assert_array_equal(x, y)
+    for x, y in zip(jax.tree.leaves(grouped.final_state.params), jax.tree.leaves(single.final_state.params)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    # Against the plain single-seed training loop, to float32 rounding (another program).
+    train = jax.jit(ppo.make_train(SMALL, *envs.make("CartPole-v1")))
+    _, plain = train(jax.random.key(5))
+    np.testing.assert_allclose(grouped.metrics["loss"][1], plain["loss"], rtol=2e-5, atol=1e-6)
+
+
+def test_a_call_ends_where_a_checkpoint_is_due(monkeypatch, tmp_path):
+    counts = _recording_call_sizes(monkeypatch, 1e9)
+    d = tmp_path / "ckpt"
+    lab.run("ppo", SMALL, "CartPole-v1", seeds=2, num_chunks=6, progress=False, checkpoint_dir=d,
+            checkpoint_every=2)
+    # Checkpoints every 2 chunks of 1 iteration: calls of 1, 1 (no measurement yet), then 2
+    # and 2 (4 would pass the checkpoint due after chunk 4).
+    assert counts == [1, 1, 2, 2]
+    store = ckpt.Checkpoints(d)
+    assert store.manager.all_steps() == [4, 6]  # the newest two are kept
+    assert store.meta(4)["done"] == 4
+    store.close()
 
 
 def test_final_return_definition():
