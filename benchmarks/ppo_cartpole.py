@@ -7,19 +7,17 @@ seeds) at 1, 8 and 32 seeds, through `purejaxrl_lab.run` (the path the CLI takes
     python benchmarks/ppo_cartpole.py 1 8        # chosen seed counts
 """
 
-import platform
 import sys
 
-import jax
 import numpy as np
 
 import purejaxrl_lab as lab
 from agents import ppo
+from purejaxrl_lab import runtime
 
 
 def main(seed_counts):
-    print(f"machine: {platform.machine()}, {jax.device_count()} x {jax.devices()[0].device_kind}, "
-          f"jax {jax.__version__}")
+    print(f"machine: {runtime.machine_description()}")
     print("| seeds | compile s | run s | env steps/s | final return mean | final return min |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     for n in seed_counts:

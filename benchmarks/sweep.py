@@ -14,7 +14,6 @@ The compilation cache is off for both, so both pay for every compilation they do
 
 import argparse
 import dataclasses
-import platform
 import time
 
 import jax
@@ -36,8 +35,7 @@ def main():
     args = parser.parse_args()
     runtime.enable_compilation_cache(None)
     config = ppo.Config(total_timesteps=args.steps)
-    print(f"machine: {platform.machine()}, {jax.device_count()} x {jax.devices()[0].device_kind}, "
-          f"jax {jax.__version__}; PPO CartPole-v1, {args.steps:,} steps per run")
+    print(f"machine: {runtime.machine_description()}; PPO CartPole-v1, {args.steps:,} steps per run")
 
     before = runtime.compile_counts()["compilations"]
     t0 = time.perf_counter()

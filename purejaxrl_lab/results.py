@@ -200,7 +200,7 @@ class Results(_Run):
       run_time: seconds spent running the compiled programs, progress reporting included.
       versions: package versions (python, jax, jaxlib, flax, optax, gymnax, ...).
       device: platform, device kind, device count, devices used, processes, padding, the
-        host's CPU cores.
+        host's CPU cores and processor model.
       env_params: the environment parameters the run used.
     """
 

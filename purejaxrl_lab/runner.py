@@ -105,7 +105,8 @@ def environment_info() -> tuple[dict[str, str], dict[str, Any]]:
             pass
     devices = jax.devices()
     device = {"platform": devices[0].platform, "kind": devices[0].device_kind,
-              "count": len(devices), "host": platform.node(), "cpu_cores": runtime.cpu_cores()}
+              "count": len(devices), "host": platform.node(), "cpu_cores": runtime.cpu_cores(),
+              "cpu_model": runtime.cpu_model()}
     return versions, device
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,6 +34,29 @@ def cpu_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def cpu_model() -> str:
+    """The processor's model name ("AMD EPYC 7B13", ...), as Linux's /proc/cpuinfo gives it;
+    elsewhere what `platform.processor()` says, else the architecture. Results record it:
+    CPU speed figures depend on it."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model", "cpu model") and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def machine_description() -> str:
+    """One line naming the machine for benchmark output: architecture, processor, cores,
+    JAX devices and the jax version."""
+    devices = jax.devices()
+    return (f"{platform.machine()} {cpu_model()}, {cpu_cores()} cores, {len(devices)} x "
+            f"{devices[0].device_kind}, jax {jax.__version__}")
 
 
 def use_cpu_cores() -> int | None:

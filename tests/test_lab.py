@@ -29,6 +29,8 @@ def test_run_shapes_and_records(results):
     assert results.config["num_envs"] == SMALL.num_envs
     assert {"jax", "flax", "gymnax", "python"} <= set(results.versions)
     assert results.device["platform"] == jax.devices()[0].platform
+    assert results.device["cpu_model"] == lab.runtime.cpu_model() != ""
+    assert results.device["cpu_cores"] == lab.runtime.cpu_cores() >= 1
 
 
 def test_run_seed_equals_single_train(results):
