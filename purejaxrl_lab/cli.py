@@ -51,7 +51,8 @@ def _args_type(config_cls, command: str = "train"):
         progress: bool = True
         """Show a progress bar."""
         num_chunks: int = 20
-        """Progress updates (and checkpoint opportunities) during the run."""
+        """Chunks the run is cut into: checkpoint opportunities; progress updates after each call
+        of 1-4 chunks (about a second's worth)."""
         checkpoint_every: int = 5
         """Checkpoint into OUT/checkpoints every this many chunks and at the end (0: never)."""
         resume: str | None = None

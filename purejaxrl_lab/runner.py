@@ -574,7 +574,9 @@ def run(
       config: None (defaults), the agent's Config, or a mapping of field overrides.
       env: an environment id or an `(env, env_params)` pair.
       seeds: N (seeds 0..N-1) or a list of distinct integer seeds.
-      num_chunks: how many times the host reports progress during the run.
+      num_chunks: about how many chunks the run is cut into, the unit of logging and
+        checkpointing. One call of the compiled program runs 1 to 4 chunks (about a second's
+        worth, ending where a checkpoint is due); the progress bar updates after each call.
       progress: show a progress bar.
       devices: how many devices to shard the seeds over (default: all, on every host; in
         one process, as many as hold two runs each). A batch that does not fill two runs
