@@ -10,6 +10,13 @@ Order used by the agents (inner first)::
     env -> EpisodeStatistics -> FlattenObservation / ClipAction
         -> VecEnv(num_envs) -> NormalizeObservation -> ScaleReward
 
+The wrappers below `VecEnv` are `TransitionWrapper`s: besides `step` they have
+`transition`, the step without gymnax's same-step auto-reset. `VecEnv` steps its
+copies with `transition` and then resets, with the keys gymnax's `step` would use,
+only on steps where an episode ended (`lax.cond`), instead of computing a reset for
+every copy on every step and discarding it: the same transitions, in a quarter less
+time for CartPole with 4 copies on CPU (README, Performance).
+
 `NormalizeObservation` and `ScaleReward` pool their running statistics over
 every leading batch axis, so after `VecEnv` they share one set of statistics
 across the parallel environments (and stay separate per vmapped seed).
@@ -23,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
+from gymnax.environments import environment as gymnax_environment
 from gymnax.environments import spaces
 
 
@@ -60,6 +68,87 @@ class Wrapper:
     def step(self, key, state, action, params=None):
         return self._env.step(key, state, action, params)
 
+    def transition(self, key, state, action, params=None):
+        """`step` without the auto-reset (see `transition`); forwarded like `step`."""
+        return transition(self._env, key, state, action, params)
+
+
+# --------------------------------------------------------------------------- transitions and resets
+
+
+def transition(env, key, state, action, params=None):
+    """`env.step(key, state, action, params)` without gymnax's same-step auto-reset.
+
+    Returns (obs, state, reward, terminated, truncated, info) where `obs` and `state`
+    are those the step reached even when the episode ended there; `info` is what `step`
+    gives (with "terminated", "truncated" and "final_observation" = `obs`). As in
+    gymnax's `step`, the transition uses the first key of `jax.random.split(key)` and a
+    reset would use the second (`reset_key`). Only for an `env` where `has_transition(env)`
+    holds: a gymnax environment that keeps gymnax's `step`, or wrappers over one that
+    define `transition`.
+    """
+    if isinstance(env, Wrapper):
+        return env.transition(key, state, action, params)
+    params = params if params is not None else env.default_params
+    key_step, _ = jax.random.split(key)
+    obs, state, reward, terminated, info = env.step_env(key_step, state, action, params)
+    truncated = env.is_truncated(state, params)
+    info = {**info, "terminated": terminated, "truncated": truncated, "final_observation": obs}
+    return obs, state, reward, terminated, truncated, info
+
+
+def reset_key(key: jax.Array) -> jax.Array:
+    """The key gymnax's `step(key, ...)` resets an ended episode with."""
+    return jax.random.split(key)[1]
+
+
+def has_transition(env) -> bool:
+    """Whether `transition(env, ...)` is `env.step` without its auto-reset: a gymnax
+    environment that keeps gymnax's `step` (step_env, then a reset where the episode
+    ended), or wrappers that define `transition` (or forward both) over such an env."""
+    if not isinstance(env, Wrapper):
+        return (isinstance(env, gymnax_environment.Environment)
+                and type(env).step is gymnax_environment.Environment.step)
+    kind = type(env)
+    forwards = kind.step is Wrapper.step and kind.transition is Wrapper.transition
+    defines = (isinstance(env, TransitionWrapper) and kind.step is TransitionWrapper.step
+               and kind.transition is not Wrapper.transition)
+    return (forwards or defines) and has_transition(env._env)
+
+
+def where_done(done: jax.Array, new, old):
+    """`new` where `done` [*batch] holds, else `old`: pytrees whose leaves start with `done`'s axes."""
+    def pick(n, o):
+        return jnp.where(jnp.reshape(done, done.shape + (1,) * (o.ndim - done.ndim)), n, o)
+    return jax.tree.map(pick, new, old)
+
+
+class TransitionWrapper(Wrapper):
+    """A wrapper defined by its `transition` (and `reset`), written on `_step_inner`.
+
+    Over an environment with a transition (`has_transition`), `_step_inner` is the inner
+    transition, and `step` is this wrapper's transition, then a reset where the episode
+    ended, with the keys and outputs of gymnax's `step`. Over any other environment,
+    `_step_inner` is the inner `step` (which resets by itself) and `step` is `transition`.
+    """
+
+    def transition(self, key, state, action, params=None):
+        raise NotImplementedError
+
+    def _step_inner(self, key, state, action, params=None):
+        if has_transition(self._env):
+            return transition(self._env, key, state, action, params)
+        return self._env.step(key, state, action, params)
+
+    def step(self, key, state, action, params=None):
+        if not has_transition(self._env):
+            return self.transition(key, state, action, params)
+        obs, state, reward, terminated, truncated, info = self.transition(key, state, action, params)
+        obs_reset, state_reset = self.reset(reset_key(key), params)
+        done = jnp.logical_or(terminated, truncated)
+        obs, state = where_done(done, (obs_reset, state_reset), (obs, state))
+        return obs, state, reward, terminated, truncated, info
+
 
 # --------------------------------------------------------------------------- episode statistics
 
@@ -71,7 +160,7 @@ class EpisodeStatisticsState:
     episode_length: jax.Array  # [] steps of the running episode so far
 
 
-class EpisodeStatistics(Wrapper):
+class EpisodeStatistics(TransitionWrapper):
     """Adds `info["episode"] = {"return", "length", "done"}` on every step.
 
     `return` and `length` are those of the episode that ended on this step and
@@ -85,8 +174,8 @@ class EpisodeStatistics(Wrapper):
         zero = jnp.zeros((), jnp.float32)
         return obs, EpisodeStatisticsState(env_state, zero, jnp.zeros((), jnp.int32))
 
-    def step(self, key, state, action, params=None):
-        obs, env_state, reward, terminated, truncated, info = self._env.step(
+    def transition(self, key, state, action, params=None):
+        obs, env_state, reward, terminated, truncated, info = self._step_inner(
             key, state.env_state, action, params
         )
         done = jnp.logical_or(terminated, truncated)
@@ -122,7 +211,7 @@ def summarize_episodes(episode: dict) -> dict[str, jax.Array]:
 # --------------------------------------------------------------------------- shape and action
 
 
-class FlattenObservation(Wrapper):
+class FlattenObservation(TransitionWrapper):
     """Flattens array observations (and `info["final_observation"]`) to 1-D."""
 
     def observation_space(self, params):
@@ -139,42 +228,50 @@ class FlattenObservation(Wrapper):
         obs, state = self._env.reset(key, params)
         return jnp.reshape(obs, (-1,)), state
 
-    def step(self, key, state, action, params=None):
-        obs, state, reward, terminated, truncated, info = self._env.step(
+    def transition(self, key, state, action, params=None):
+        obs, state, reward, terminated, truncated, info = self._step_inner(
             key, state, action, params
         )
         info = {**info, "final_observation": jnp.reshape(info["final_observation"], (-1,))}
         return jnp.reshape(obs, (-1,)), state, reward, terminated, truncated, info
 
 
-class ClipAction(Wrapper):
+class ClipAction(TransitionWrapper):
     """Clips continuous actions into the action space's [low, high] before stepping."""
 
-    def step(self, key, state, action, params=None):
+    def transition(self, key, state, action, params=None):
         space = self._env.action_space(self._params(params))
         action = jnp.clip(action, space.low, space.high)
-        return self._env.step(key, state, action, params)
+        return self._step_inner(key, state, action, params)
 
 
-class RescaleAction(Wrapper):
+class RescaleAction(TransitionWrapper):
     """Maps actions in [-1, 1] affinely onto the action space's [low, high]."""
 
     def action_space(self, params):
         space = self._env.action_space(params)
         return spaces.Box(-1.0, 1.0, space.shape, space.dtype)
 
-    def step(self, key, state, action, params=None):
+    def transition(self, key, state, action, params=None):
         space = self._env.action_space(self._params(params))
         action = jnp.clip(action, -1.0, 1.0)
         action = space.low + (action + 1.0) * 0.5 * (space.high - space.low)
-        return self._env.step(key, state, action, params)
+        return self._step_inner(key, state, action, params)
 
 
 # --------------------------------------------------------------------------- batching
 
 
 class VecEnv(Wrapper):
-    """`num_envs` copies stepped in lockstep with `jax.vmap`; one key in, one key per copy."""
+    """`num_envs` copies stepped in lockstep with `jax.vmap`; one key in, one key per copy.
+
+    When the copies have a `transition` (`has_transition`), a step computes the copies'
+    transitions and then, only if an episode ended in some copy (`lax.cond`), the resets of
+    the copies whose episode ended, with the keys gymnax's `step` resets with: the same
+    results as vmapping `step`, without a reset computed and discarded for every copy on
+    every step. Under a `vmap` over runs the condition is batched, and JAX computes both
+    branches, as vmapping `step` would.
+    """
 
     def __init__(self, env, num_envs: int):
         super().__init__(env)
@@ -186,7 +283,19 @@ class VecEnv(Wrapper):
 
     def step(self, key, state, action, params=None):
         keys = jax.random.split(key, self.num_envs)
-        return jax.vmap(self._env.step, in_axes=(0, 0, 0, None))(keys, state, action, params)
+        if not has_transition(self._env):
+            return jax.vmap(self._env.step, in_axes=(0, 0, 0, None))(keys, state, action, params)
+        obs, state, reward, terminated, truncated, info = jax.vmap(
+            lambda k, s, a, p: transition(self._env, k, s, a, p), in_axes=(0, 0, 0, None)
+        )(keys, state, action, params)
+        done = jnp.logical_or(terminated, truncated)
+
+        def reset_ended(reached):
+            reset = jax.vmap(self._env.reset, in_axes=(0, None))(jax.vmap(reset_key)(keys), params)
+            return where_done(done, reset, reached)
+
+        obs, state = jax.lax.cond(jnp.any(done), reset_ended, lambda reached: reached, (obs, state))
+        return obs, state, reward, terminated, truncated, info
 
 
 # --------------------------------------------------------------------------- running statistics

@@ -103,3 +103,64 @@ def test_wrappers_vmap_over_env_params():
     obs2, *_ = jax.vmap(wrapped.step, in_axes=(None, 0, None, 0))(jax.random.key(1), state, 1, batched)
     # Same start state, different pole lengths: different angular accelerations.
     assert len(set(np.asarray(obs2[:, 3]).round(6))) == 3
+
+
+class StepOnly(envs.Wrapper):
+    """Overrides `step` alone: the stack above it has no `transition`, so VecEnv vmaps the
+    wrappers' `step`, each resetting inside gymnax's own `step` (the reference path)."""
+
+    def step(self, key, state, action, params=None):
+        return self._env.step(key, state, action, params)
+
+
+def _two_paths(env_id, wrap, num_envs, steps, action_fn, **overrides):
+    """Rollouts of the same actions through VecEnv(wrap(env)) (transitions, resets only when
+    an episode ends) and VecEnv(wrap(StepOnly(env))) (gymnax's step, a reset every step)."""
+    env, params = envs.make(env_id, **overrides)
+    lazy, eager = (envs.VecEnv(wrap(e), num_envs) for e in (env, StepOnly(env)))
+    assert envs.has_transition(lazy._env) and not envs.has_transition(eager._env)
+
+    def rollout(venv, key):
+        obs, state = venv.reset(key, params)
+
+        def step(carry, key):
+            state, obs = carry
+            key_act, key_step = jax.random.split(key)
+            out = venv.step(key_step, state, action_fn(key_act), params)
+            return (out[1], out[0]), (obs, *out[2:5], out[5]["final_observation"], out[5]["episode"])
+
+        return jax.lax.scan(step, (state, obs), jax.random.split(key, steps))
+
+    return jax.jit(lambda k: rollout(lazy, k)), jax.jit(lambda k: rollout(eager, k))
+
+
+@pytest.mark.parametrize("env_id,wrap,action", [
+    ("CartPole-v1", envs.EpisodeStatistics, lambda k: jax.random.randint(k, (4,), 0, 2)),
+    ("Pendulum-v1", lambda e: envs.ClipAction(envs.EpisodeStatistics(e)),
+     lambda k: jax.random.uniform(k, (4, 1), minval=-3.0, maxval=3.0)),
+])
+def test_vec_env_resets_only_ended_episodes_with_gymnax_keys(env_id, wrap, action):
+    """Same episodes as vmapping gymnax's `step`: the same resets (same keys), terminations,
+    truncations, rewards and statistics; observations to float32 rounding (another program)."""
+    lazy, eager = _two_paths(env_id, wrap, 4, 150, action, max_steps_in_episode=20)
+    for run in (lambda f: f(jax.random.key(3)),                               # one run
+                lambda f: jax.vmap(f)(jax.random.split(jax.random.key(3), 2))):  # a batch of runs
+        (_, a), (_, b) = run(lazy), run(eager)
+        done = np.asarray(a[2] | a[3])
+        assert done.sum() >= 4 * (150 // 20)  # each env truncated every 20 steps at least
+        for x, y, name in zip(jax.tree.leaves(a), jax.tree.leaves(b), range(99)):
+            if np.issubdtype(np.asarray(x).dtype, np.floating):
+                np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5, err_msg=str(name))
+            else:
+                np.testing.assert_array_equal(x, y, err_msg=str(name))
+
+
+def test_vec_env_skips_resets_with_a_cond():
+    env, params = envs.make("CartPole-v1")
+    venv = envs.VecEnv(envs.EpisodeStatistics(env), 4)
+    _, state = venv.reset(jax.random.key(0), params)
+    jaxpr = jax.make_jaxpr(venv.step)(jax.random.key(1), state, jnp.zeros(4, jnp.int32), params)
+    assert "cond[" in str(jaxpr)
+    # A wrapper that only overrides `step` keeps the vmapped `step` (no transition to use).
+    eager = envs.VecEnv(envs.EpisodeStatistics(StepOnly(env)), 4)
+    assert "cond[" not in str(jax.make_jaxpr(eager.step)(jax.random.key(1), state, jnp.zeros(4, jnp.int32), params))
