@@ -87,6 +87,12 @@ def transition(env, key, state, action, params=None):
     holds: a gymnax environment that keeps gymnax's `step`, or wrappers over one that
     define `transition`.
     """
+    if not has_transition(env):
+        inner = env
+        while isinstance(inner, Wrapper) and _defines_transition(inner):
+            inner = inner._env
+        raise ValueError(f"{type(env).__name__} has no transition: {type(inner).__name__} inside "
+                         f"it overrides `step` alone; use `step`")
     if isinstance(env, Wrapper):
         return env.transition(key, state, action, params)
     params = params if params is not None else env.default_params
@@ -109,11 +115,17 @@ def has_transition(env) -> bool:
     if not isinstance(env, Wrapper):
         return (isinstance(env, gymnax_environment.Environment)
                 and type(env).step is gymnax_environment.Environment.step)
-    kind = type(env)
+    return _defines_transition(env) and has_transition(env._env)
+
+
+def _defines_transition(wrapper: Wrapper) -> bool:
+    """The wrapper itself forwards both `step` and `transition`, or is a TransitionWrapper
+    that defines `transition` and keeps TransitionWrapper's `step`."""
+    kind = type(wrapper)
     forwards = kind.step is Wrapper.step and kind.transition is Wrapper.transition
-    defines = (isinstance(env, TransitionWrapper) and kind.step is TransitionWrapper.step
-               and kind.transition is not Wrapper.transition)
-    return (forwards or defines) and has_transition(env._env)
+    defines = (isinstance(wrapper, TransitionWrapper) and kind.step is TransitionWrapper.step
+               and kind.transition is not TransitionWrapper.transition)
+    return forwards or defines
 
 
 def where_done(done: jax.Array, new, old):

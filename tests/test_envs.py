@@ -164,3 +164,5 @@ def test_vec_env_skips_resets_with_a_cond():
     # A wrapper that only overrides `step` keeps the vmapped `step` (no transition to use).
     eager = envs.VecEnv(envs.EpisodeStatistics(StepOnly(env)), 4)
     assert "cond[" not in str(jax.make_jaxpr(eager.step)(jax.random.key(1), state, jnp.zeros(4, jnp.int32), params))
+    with pytest.raises(ValueError, match="EpisodeStatistics has no transition: StepOnly inside it overrides `step` alone"):
+        envs.transition(envs.EpisodeStatistics(StepOnly(env)), jax.random.key(1), state, 0, params)
