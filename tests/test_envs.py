@@ -138,6 +138,8 @@ def _two_paths(env_id, wrap, num_envs, steps, action_fn, **overrides):
     ("CartPole-v1", envs.EpisodeStatistics, lambda k: jax.random.randint(k, (4,), 0, 2)),
     ("Pendulum-v1", lambda e: envs.ClipAction(envs.EpisodeStatistics(e)),
      lambda k: jax.random.uniform(k, (4, 1), minval=-3.0, maxval=3.0)),
+    ("Catch-bsuite", lambda e: envs.FlattenObservation(envs.EpisodeStatistics(e)),
+     lambda k: jax.random.randint(k, (4,), 0, 3)),
 ])
 def test_vec_env_resets_only_ended_episodes_with_gymnax_keys(env_id, wrap, action):
     """Same episodes as vmapping gymnax's `step`: the same resets (same keys), terminations,
