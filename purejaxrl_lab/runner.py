@@ -111,12 +111,13 @@ def environment_info() -> tuple[dict[str, str], dict[str, Any]]:
 
 
 def chunk_length(num_iterations: int, num_chunks: int) -> tuple[int, bool]:
-    """(iterations per chunk, whether the last chunk is partial and needs skipping).
+    """(iterations per chunk, whether the last chunk is partial).
 
     Prefers a length that divides `num_iterations` with between half and twice the
-    requested number of chunks (the compiled chunk is then a plain scan); otherwise
-    uses ceil(num_iterations / num_chunks) and skips the surplus iterations of the
-    last chunk with a `lax.cond`.
+    requested number of chunks; otherwise uses ceil(num_iterations / num_chunks), and the
+    last call runs fewer iterations. A program that runs whole chunks of one length, one
+    chunk per call, is a plain scan; otherwise (a partial chunk, or several chunks per
+    call) it is a loop over the call's number of iterations (`execute`).
     """
     target = max(1, min(num_chunks, num_iterations))
     candidates = [c for c in range(max(1, target // 2), min(num_iterations, 2 * target) + 1)
