@@ -1,6 +1,8 @@
 import pytest
 
 import purejaxrl_lab  # noqa: F401  first, as users import it: one CPU device per core
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
 from agents import ppo
 
 # One small configuration shared across tests, so its programs compile once per process.
@@ -11,3 +13,17 @@ SMALL = ppo.Config(total_timesteps=4 * 32 * 6, num_envs=4, num_steps=32, update_
 @pytest.fixture(scope="session")
 def small_config():
     return SMALL
+
+
+def key_free(tree):
+    """`tree` with typed PRNG keys replaced by their key data (comparable as arrays)."""
+    return jax.tree.map(lambda x: jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+                        else x, tree)
+
+
+def assert_same(a, b):
+    """Two results have bit-identical metrics and final states (keys included)."""
+    for k in a.metrics:
+        np.testing.assert_array_equal(a.metrics[k], b.metrics[k], err_msg=k)
+    for x, y in zip(jax.tree.leaves(key_free(a.final_state)), jax.tree.leaves(key_free(b.final_state))):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

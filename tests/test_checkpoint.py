@@ -16,7 +16,7 @@ import pytest
 import envs
 import purejaxrl_lab as lab
 from purejaxrl_lab import checkpoint as ckpt
-from tests.conftest import SMALL
+from tests.conftest import SMALL, assert_same
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
@@ -38,18 +38,6 @@ class CrashAfter:
 
     def close(self):
         pass
-
-
-def key_free(tree):
-    return jax.tree.map(lambda x: jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
-                        else x, tree)
-
-
-def assert_same(a, b):
-    for k in a.metrics:
-        np.testing.assert_array_equal(a.metrics[k], b.metrics[k], err_msg=k)
-    for x, y in zip(jax.tree.leaves(key_free(a.final_state)), jax.tree.leaves(key_free(b.final_state))):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from agents import ppo
 from agents.common import ONLY_DISCRETE, check_action_space
 from purejaxrl_lab import checkpoint as ckpt
 from purejaxrl_lab import runner
-from tests.conftest import SMALL
+from tests.conftest import SMALL, assert_same
 
 
 @pytest.fixture(scope="module")
@@ -98,13 +98,7 @@ def test_grouping_chunks_into_calls_changes_no_number(monkeypatch):
     single_counts = _recording_call_sizes(monkeypatch, 0.0)
     single = run()
     assert single_counts == [1] * 6
-    for k in grouped.metrics:
-        np.testing.assert_array_equal(grouped.metrics[k], single.metrics[k], err_msg=k)
-    for x, y in zip(jax.tree.leaves(jax.random.key_data(grouped.final_state.key)),
-                    jax.tree.leaves(jax.random.key_data(single.final_state.key))):
-        np.testing.assert_array_equal(x, y)
-    for x, y in zip(jax.tree.leaves(grouped.final_state.params), jax.tree.leaves(single.final_state.params)):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert_same(grouped, single)  # every metric and the whole final state, bit for bit
     # Against the plain single-seed training loop, to float32 rounding (another program).
     train = jax.jit(ppo.make_train(SMALL, *envs.make("CartPole-v1")))
     _, plain = train(jax.random.key(5))
