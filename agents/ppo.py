@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +34,7 @@ from agents.common import (
     ONLY_CONTINUOUS,
     ActorCritic,
     Agent,
+    Score,
     approx_kl,
     check_action_space,
     check_choice,
@@ -45,14 +46,26 @@ from agents.common import (
     invalid,
     linear_schedule,
     make_optimizer,
+    normalize_fields,
     value_loss,
 )
 from agents.common.networks import ACTIVATIONS
+
+SCORE = Score(metric="episode_return", higher_is_better=True, weight="episodes", label="return")
+"""Results are judged by the mean return of the episodes that ended."""
+NAN_METRICS = ("episode_return", "episode_length")
+"""NaN in an iteration in which no episode ended."""
+ACT_INPUT = "observation"
+"""`act` takes raw environment observations, batched or not."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     """PPO settings. Defaults are the reference CartPole-v1 configuration."""
+
+    SHAPE_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"total_timesteps", "num_envs", "num_steps", "update_epochs", "num_minibatches",
+         "hidden_sizes"})
 
     total_timesteps: int = 500_000
     """Environment steps in the whole run, summed over the parallel environments."""
@@ -96,6 +109,7 @@ class Config:
     """Initial log standard deviation of the Gaussian policy (continuous actions only)."""
 
     def __post_init__(self):
+        normalize_fields(self)
         check_positive_int(self, "total_timesteps", "num_envs", "num_steps", "update_epochs",
                            "num_minibatches")
         if self.batch_size % self.num_minibatches:
@@ -132,9 +146,13 @@ class Config:
         return self.total_timesteps // self.batch_size
 
     @property
-    def steps_per_iteration(self) -> int:
+    def units_per_iteration(self) -> int:
         """Environment steps one `update` collects."""
         return self.batch_size
+
+    @property
+    def unit(self) -> str:
+        return "env steps"
 
 
 PRESETS: dict[str, Config] = {

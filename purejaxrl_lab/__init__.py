@@ -1,27 +1,24 @@
 """purejaxrl_lab: run agents over many seeds and settings as one compiled program, sharded over
-devices and hosts, checkpointed, and reported honestly.
+devices and hosts, checkpointed, evaluated, and reported honestly.
+
+Importing it changes nothing in your process. On a CPU-only machine, call
+`purejaxrl_lab.use_cpu_cores()` first thing (the CLI does) so that JAX has one CPU device per
+core and a run's seeds train on every core.
 
 Names are imported on first use, so that a multi-host script can call
-`purejaxrl_lab.runtime.initialize_distributed(...)` before anything (gymnax included)
-touches a device.
-
-Importing it gives JAX's CPU backend one device per core (`runtime.use_cpu_cores`), so that
-the seeds of a run train on every core; it has no effect once JAX has run anything, so
-import `purejaxrl_lab` before `envs`, `agents` or gymnax. `JAX_NUM_CPU_DEVICES=1` opts out.
+`purejaxrl_lab.runtime.initialize_distributed(...)` before anything touches a device.
 """
 
 import importlib
 
-from purejaxrl_lab.runtime import use_cpu_cores as _use_cpu_cores
-
-_use_cpu_cores()
-
 _NAMES = {
     "run": "purejaxrl_lab.runner", "sweep": "purejaxrl_lab.runner",
-    "prepare": "purejaxrl_lab.runner", "execute": "purejaxrl_lab.runner",
+    "execute": "purejaxrl_lab.runner", "prepare": "purejaxrl_lab.plan",
     "Results": "purejaxrl_lab.results", "SweepResults": "purejaxrl_lab.results",
     "load": "purejaxrl_lab.results",
     "Policy": "purejaxrl_lab.checkpoint", "load_policy": "purejaxrl_lab.checkpoint",
+    "evaluate": "purejaxrl_lab.evaluation", "Evaluation": "purejaxrl_lab.evaluation",
+    "use_cpu_cores": "purejaxrl_lab.runtime",
 }
 _MODULES = ("loggers", "plots", "runtime", "stats")
 

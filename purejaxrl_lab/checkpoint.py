@@ -1,20 +1,24 @@
-"""Checkpoints of a whole batched run (orbax `CheckpointManager`), exact resume, `load_policy`.
+"""Checkpoints of a whole batched run (orbax `CheckpointManager`), exact resume, policies.
 
-A checkpoint holds three items:
-  state:   the batched agent state [padded batch, ...]: parameters, optimiser state,
-           environment state, RNG keys (as key data), normalisation statistics,
-           step counters and the tunable hyperparameters;
-  history: the per-iteration metrics so far, name -> [batch, iterations done];
+A checkpoint holds four items:
+  params:  `state.params` of every run [padded batch, ...]: what a policy needs, so that
+           `load_policy` restores it alone (never the replay buffers beside it);
+  state:   the rest of the batched agent state: optimiser state, environment state, RNG
+           keys (as key data), normalisation statistics, step counters, tunable
+           hyperparameters, buffers;
+  history: the metrics so far, name -> [batch, iterations done] (evaluations: [batch,
+           evaluations done]);
   meta:    JSON: agent, environment and its parameters, config, seeds, settings,
-           iterations done, chunk length.
-orbax writes each checkpoint into a temporary directory and renames it when
-complete, so a process killed during a save leaves the previous checkpoint
-intact; `latest()` only ever sees complete ones.
+           iterations done, chunk length, the iterations of the evaluations.
+orbax writes each checkpoint into a temporary directory and renames it when complete,
+so a process killed during a save leaves the previous checkpoint intact; `latest()`
+only ever sees complete ones.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-FORMAT = 1
+FORMAT = 2
 KEEP = 2  # checkpoints kept: the newest, and the one before it while the newest is written
 
 
@@ -68,6 +72,14 @@ def directory_of(path: str | Path) -> Path:
     return path / "checkpoints" if (path / "checkpoints").is_dir() else path
 
 
+def split_params(state):
+    """(state.params, the state with params=None): what a checkpoint stores apart."""
+    if not (dataclasses.is_dataclass(state) and hasattr(state, "params")):
+        raise ValueError(f"the agent's state must be a dataclass with a `params` field "
+                         f"(agents.common.contract), got {type(state).__name__}")
+    return state.params, dataclasses.replace(state, params=None)
+
+
 class Checkpoints:
     """The checkpoints of one run, in `directory` (created on first save)."""
 
@@ -95,22 +107,35 @@ class Checkpoints:
     def save(self, step: int, states, history: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         """Writes checkpoint `step` and waits until it is complete on disk (all processes)."""
         ocp = self._ocp
+        params, rest = split_params(states)
         self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(to_storable(states)),
+            params=ocp.args.StandardSave(to_storable(params)),
+            state=ocp.args.StandardSave(to_storable(rest)),
             history=ocp.args.StandardSave({k: np.asarray(v) for k, v in history.items()}),
             meta=ocp.args.JsonSave(meta),
         ), force=True)
         self.manager.wait_until_finished()
 
     def restore(self, step: int, abstract_state) -> tuple[Any, dict[str, np.ndarray]]:
-        """(state as host arrays, history) of checkpoint `step`; keys come back typed."""
+        """(state as host arrays, keys as key data; history) of checkpoint `step`
+        (`from_storable` gives the keys their type back)."""
         ocp = self._ocp
+        abstract_params, abstract_rest = split_params(abstract_state)
         restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(storable_template(abstract_state)),
+            params=ocp.args.StandardRestore(storable_template(abstract_params)),
+            state=ocp.args.StandardRestore(storable_template(abstract_rest)),
             history=ocp.args.StandardRestore(),
         ))
+        state = dataclasses.replace(restored.state, params=restored.params)
         history = {k: np.asarray(v) for k, v in restored.history.items()}
-        return restored.state, history
+        return state, history
+
+    def restore_params(self, step: int, abstract_params):
+        """`state.params` of every run in checkpoint `step`, alone (host arrays)."""
+        ocp = self._ocp
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            params=ocp.args.StandardRestore(storable_template(abstract_params))))
+        return restored.params
 
     def close(self) -> None:
         self.manager.close()
@@ -119,6 +144,8 @@ class Checkpoints:
 def check_resume(meta: dict[str, Any], expected: dict[str, Any], shape_fields: set[str],
                  directory: Path) -> None:
     """Refuses to resume a checkpoint made by a different run, naming what differs."""
+    from agents.common.config import flatten
+
     where = f"resume={str(directory)!r}"
     if meta.get("format") != FORMAT:
         raise ValueError(f"{where} holds a checkpoint in format {meta.get('format')!r}; "
@@ -128,20 +155,21 @@ def check_resume(meta: dict[str, Any], expected: dict[str, Any], shape_fields: s
                          f"{expected['agent']!r}")
     if meta["env"] != expected["env"]:
         raise ValueError(f"{where} holds a checkpoint on env {meta['env']!r}, not {expected['env']!r}")
-    differ = [(name, expected["config"].get(name), saved) for name, saved in meta["config"].items()
-              if json_ready(expected["config"].get(name)) != json_ready(saved)]
+    now, saved = flatten(expected["config"]), flatten(meta["config"])
+    differ = [(name, now.get(name), saved.get(name)) for name in sorted(set(now) | set(saved))
+              if json_ready(now.get(name)) != json_ready(saved.get(name))]
     if differ:
         differ.sort(key=lambda d: d[0] not in shape_fields)  # shape-fixing fields first
         detail = "; ".join(
-            f"{name}={now!r} differs from the checkpoint's {saved!r} ("
+            f"{name}={value!r} differs from the checkpoint's {old!r} ("
             + ("it fixes array shapes" if name in shape_fields else "a resumed run continues the "
                "saved one exactly; pass the same config") + ")"
-            for name, now, saved in differ)
+            for name, value, old in differ)
         raise ValueError(f"{where}: config field {detail}")
-    for name in ("env_params", "seeds", "settings"):
-        if json_ready(meta[name]) != json_ready(expected[name]):
-            raise ValueError(f"{where}: {name}={expected[name]!r} differs from the checkpoint's "
-                             f"{meta[name]!r}")
+    for name in ("env_params", "seeds", "settings", "evaluation"):
+        if json_ready(meta.get(name)) != json_ready(expected.get(name)):
+            raise ValueError(f"{where}: {name}={expected.get(name)!r} differs from the checkpoint's "
+                             f"{meta.get(name)!r}")
 
 
 def json_ready(v):
@@ -161,12 +189,17 @@ def json_ready(v):
 
 @dataclasses.dataclass
 class Policy:
-    """A trained policy: `policy(obs)` acts greedily, `policy(obs, key)` samples.
+    """A trained policy: `policy(x)` acts greedily, `policy(x, key)` samples.
+
+    `x` is what the agent acts on (`act_input`): an observation of the environment, batched
+    or not, or an environment state (search agents).
 
     Attributes:
-      params: the agent's `state.params` (network weights and any observation statistics).
-      act: the agent's `act(params, obs, key, deterministic)`.
+      params: the agent's `state.params` for one run (weights, observation statistics, ...).
+      act: the agent's `act(params, x, key, deterministic)`.
       seed: the seed it was trained with; setting: its sweep setting ({} for a run).
+      act_input: "observation" or "env_state".
+      env, env_params: the environment id and the parameters the run trained with.
     """
 
     params: Any
@@ -175,71 +208,100 @@ class Policy:
     setting: dict[str, Any]
     agent: str
     env: str
+    act_input: str = "observation"
+    env_params: dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    def __call__(self, obs, key: jax.Array | None = None, deterministic: bool | None = None):
+    def __call__(self, x, key: jax.Array | None = None, deterministic: bool | None = None):
         deterministic = key is None if deterministic is None else deterministic
         if key is None:
             if not deterministic:
-                raise ValueError("deterministic=False needs a key: policy(obs, key)")
+                raise ValueError("deterministic=False needs a key: policy(x, key)")
             key = jax.random.key(0)  # unused by a deterministic policy
-        return self.act(self.params, jnp.asarray(obs), key, deterministic)
+        x = jax.tree.map(jnp.asarray, x)
+        return self.act(self.params, x, key, deterministic)
+
+
+def _run_record(directory: Path) -> tuple[dict[str, Any], str]:
+    """What identifies the run saved in `directory`: (record, "results" or "checkpoint").
+    Finished results (summary.json with params.npz) are preferred to checkpoints."""
+    if (directory / "summary.json").is_file() and (directory / "params.npz").is_file():
+        summary = json.loads((directory / "summary.json").read_text())
+        return {**summary, "settings": summary.get("settings")}, "results"
+    ckpt_dir = directory_of(directory)
+    if not ckpt_dir.is_dir():
+        raise FileNotFoundError(f"directory={str(directory)!r} does not exist" if not directory.exists()
+                                else f"directory={str(directory)!r} holds neither saved results "
+                                     f"(summary.json and params.npz) nor checkpoints")
+    store = Checkpoints(ckpt_dir)
+    try:
+        step = store.latest()
+        if step is None:
+            raise FileNotFoundError(f"directory={str(directory)!r} holds no complete checkpoint")
+        return {**store.meta(step), "step": step}, "checkpoint"
+    finally:
+        store.close()
 
 
 def load_policy(directory: str | Path, seed: int = 0, setting: int | None = None,
                 env: Any = None) -> Policy:
-    """The policy of seed `seed` (and sweep setting index `setting`) from a run's newest checkpoint.
+    """The policy of seed `seed` (and sweep setting index `setting`) of a saved run.
+
+    Reads `state.params` alone: from the results a run saved (params.npz), else from its
+    newest checkpoint.
 
     Args:
-      directory: a results directory written with checkpoints, or its `checkpoints/`.
+      directory: a results directory (saved results, or a run still checkpointing), or
+        its `checkpoints/`.
       seed: one of the run's seeds.
       setting: for a sweep, the index of the setting (required when it has several).
       env: an `(env, env_params)` pair, for a run on an environment that is not registered.
     """
-    import agents
     import envs
     from agents.common.config import config_from_dict
     from purejaxrl_lab.grid import split
+    from purejaxrl_lab.plan import module_of
 
     directory = Path(directory)
-    ckpt_dir = directory_of(directory)
-    if not ckpt_dir.is_dir():
-        raise FileNotFoundError(f"directory={str(directory)!r} does not exist")
-    ckpts = Checkpoints(ckpt_dir)
-    try:
-        step = ckpts.latest()
-        if step is None:
-            raise FileNotFoundError(f"directory={str(directory)!r} holds no complete checkpoint")
-        meta = ckpts.meta(step)
-        if seed not in meta["seeds"]:
-            raise ValueError(f"seed={seed!r} is not allowed: the run's seeds are {meta['seeds']}")
-        settings = meta["settings"] or [{}]
-        if setting is None:
-            if len(settings) > 1:
-                raise ValueError(f"setting=None is not allowed: this sweep has {len(settings)} "
-                                 f"settings; pass an index 0..{len(settings) - 1}")
-            setting = 0
-        if not isinstance(setting, int) or not 0 <= setting < len(settings):
-            raise ValueError(f"setting={setting!r} is not allowed: expected an index "
-                             f"0..{len(settings) - 1}")
-        module = agents.get(meta["agent"])
-        config = config_from_dict(module.Config, meta["config"])
-        if env is None:
-            env_obj, env_params = envs.make(meta["env"])
-            env_params = env_params.replace(**{k: v for k, v in meta["env_params"].items()})
-        else:
-            env_obj, env_params = env
-        chosen = settings[setting]
-        env_values = split(chosen)[1]
-        if env_values:
-            env_params = env_params.replace(**env_values)
-        agent = module.make(config, env_obj, env_params)
-        abstract = jax.eval_shape(jax.vmap(agent.init),
-                                  jax.ShapeDtypeStruct((meta["padded"],), jax.random.key(0).dtype))
-        state, _ = ckpts.restore(step, abstract)
-        state = from_storable(state, abstract)
-        index = setting * len(meta["seeds"]) + meta["seeds"].index(seed)
-        params = jax.tree.map(lambda x: jnp.asarray(x[index]), state.params)
-    finally:
-        ckpts.close()
+    record, source = _run_record(directory)
+    if seed not in record["seeds"]:
+        raise ValueError(f"seed={seed!r} is not allowed: the run's seeds are {record['seeds']}")
+    settings = record["settings"] or [{}]
+    if setting is None:
+        if len(settings) > 1:
+            raise ValueError(f"setting=None is not allowed: this sweep has {len(settings)} "
+                             f"settings; pass an index 0..{len(settings) - 1}")
+        setting = 0
+    if isinstance(setting, bool) or not isinstance(setting, int) or not 0 <= setting < len(settings):
+        raise ValueError(f"setting={setting!r} is not allowed: expected an index 0..{len(settings) - 1}")
+    module = module_of(record["agent"], record.get("agent_module"))
+    config = config_from_dict(module.Config, record["config"])
+    if env is None:
+        env_obj, env_params = envs.make(record["env"])
+        env_params = env_params.replace(**record["env_params"])
+    else:
+        env_obj, env_params = env
+    chosen = settings[setting]
+    env_values = split(chosen)[1]
+    if env_values:
+        env_params = env_params.replace(**env_values)
+    agent = module.make(config, env_obj, env_params)
+    abstract = jax.eval_shape(agent.init, jax.random.key(0)).params
+    index = setting * len(record["seeds"]) + record["seeds"].index(seed)
+    if source == "results":
+        from purejaxrl_lab.results import params_from_arrays
+
+        with np.load(directory / "params.npz") as data:
+            arrays = {k: data[k][index] for k in data.files}
+        params = jax.tree.map(jnp.asarray, params_from_arrays(arrays, abstract))
+    else:
+        batched = jax.tree.map(lambda a: jax.ShapeDtypeStruct((record["padded"], *a.shape), a.dtype),
+                               abstract)
+        store = Checkpoints(directory_of(directory))
+        try:
+            stored = store.restore_params(record["step"], batched)
+        finally:
+            store.close()
+        params = from_storable(jax.tree.map(lambda x: np.asarray(x)[index], stored), abstract)
     return Policy(params=params, act=agent.act, seed=seed, setting=dict(chosen),
-                  agent=meta["agent"], env=meta["env"])
+                  agent=record["agent"], env=record["env"], act_input=module.ACT_INPUT,
+                  env_params=dict(record["env_params"]))

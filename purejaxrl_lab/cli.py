@@ -1,13 +1,13 @@
-"""Command line:
+"""Command line: `purejaxrl-lab COMMAND ...` (`python -m purejaxrl_lab` is the same).
 
     purejaxrl-lab train AGENT --env ID --seeds N [--out DIR] [--resume DIR] [--<config field> V]
     purejaxrl-lab sweep AGENT --env ID --seeds N --grid learning_rate=1e-3,3e-4 ent_coef=0,0.01
     purejaxrl-lab plot DIR [DIR ...]
     purejaxrl-lab list
 
-Options are parsed by tyro from the agent's own Config dataclass (its field
-docstrings are the --help text). Bad input prints one line and exits with
-status 2, before anything is compiled.
+Options are parsed by tyro from the agent's own Config dataclass (its field docstrings are
+the --help text; nested fields as --network.hidden-sizes). Bad input prints one line and
+exits with status 2, before anything is compiled. `main(argv)` runs a command in-process.
 """
 
 
@@ -15,20 +15,51 @@ import contextlib
 import dataclasses
 import io
 import re
+import secrets
 import sys
 import time
+import types
+import typing
 from pathlib import Path
 
-USAGE = """usage: purejaxrl-lab train AGENT [--env ID] [--seeds N] [--out DIR] [--preset NAME]
-                           [--resume DIR] [--<config field> VALUE ...]
+SUMMARY = """purejaxrl-lab: train reinforcement-learning agents over many seeds and settings as one
+compiled JAX program, with statistics, plots, checkpoints and evaluation.
+
+commands:
+  train AGENT   train one configuration over N seeds; results, plot and checkpoints in --out
+  sweep AGENT   train every setting of --grid x N seeds in one compiled program; a ranking
+  plot DIR...   learning curves and final-score intervals of saved runs and sweeps, compared
+  list          the agents (unit, score, presets) and environments (discrete or continuous)
+
+usage: purejaxrl-lab train AGENT [--env ID] [--seeds N] [--out DIR] [--preset NAME]
+                           [--resume DIR] [--eval-every K] [--<config field> VALUE ...]
        purejaxrl-lab sweep AGENT --grid NAME=V1,V2 [NAME=V1,V2 ...] [train's options]
        purejaxrl-lab plot DIR [DIR ...] [--out DIR] [--statistic iqm|mean|median]
+                          [--metric NAME] [--smoothing K] [--mixed-envs]
        purejaxrl-lab list
-       purejaxrl-lab train AGENT --help     (every option, with its meaning)"""
+       purejaxrl-lab train AGENT --help     (every option, with its meaning)
+       purejaxrl-lab --version
+
+AGENT is a registered name (`purejaxrl-lab list`) or an importable module path
+(my_package.my_agent) following the agent contract (agents.common.contract)."""
+
+COMMANDS = ["train", "sweep", "plot", "list"]
 
 
 class UsageError(Exception):
     """Bad command-line input: printed as one line, exit status 2."""
+
+
+def _version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("purejaxrl-lab")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+# --------------------------------------------------------------------------- options
 
 
 def _args_type(config_cls, command: str = "train"):
@@ -38,21 +69,25 @@ def _args_type(config_cls, command: str = "train"):
 
     @dataclasses.dataclass(frozen=True)
     class TrainArgs:
-        config: tyro.conf.OmitArgPrefixes[config_cls]  # type: ignore[valid-type]
+        config: typing.Annotated[config_cls, tyro.conf.arg(name="")]  # type: ignore[valid-type]
         """Agent configuration."""
         env: str = "CartPole-v1"
         """Environment id (`purejaxrl-lab list` shows them)."""
         seeds: int = 8
         """Number of seeds (0..N-1), trained together in one compiled program."""
         out: str | None = None
-        """Results directory (new, or holding no results). Default: runs/AGENT-ENV-TIMESTAMP."""
+        """Results directory (new, or holding no results). Default: a new runs/AGENT-ENV-TIME-XXXX."""
         preset: str | None = None
         """Named configuration of the agent to start from (see `purejaxrl-lab list`)."""
         progress: bool = True
-        """Show a progress bar."""
+        """Show progress."""
         num_chunks: int = 20
-        """Chunks the run is cut into: checkpoint opportunities; progress updates after each call
-        of 1-4 chunks (about a second's worth)."""
+        """Chunks the run is cut into: the unit of logging, evaluation and checkpointing."""
+        eval_every: int | None = None
+        """Evaluate the greedy policy every this many chunks and at the end (default: about 10
+        evaluations per run; 0: never)."""
+        eval_episodes: int = 10
+        """Fresh episodes per evaluation."""
         checkpoint_every: int = 5
         """Checkpoint into OUT/checkpoints every this many chunks and at the end (0: never)."""
         resume: str | None = None
@@ -88,27 +123,81 @@ def _args_type(config_cls, command: str = "train"):
     return SweepArgs
 
 
-def _known_flags(config_cls, command: str) -> list[str]:
-    """Every --option `train` accepts: TrainArgs' own fields, the config's fields, --no-<bool>."""
-    own = [f for f in dataclasses.fields(_args_type(config_cls, command)) if f.name != "config"]
-    fields = own + list(dataclasses.fields(config_cls))
-    names = [f.name.replace("_", "-") for f in fields]
-    bools = [f.name.replace("_", "-") for f in fields if f.type in (bool, "bool")]
-    return names + ["no-" + b for b in bools] + ["help"]
+def _own_options(config_cls, command: str) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(_args_type(config_cls, command)) if f.name != "config"]
 
 
-def _check_flags(argv: list[str], config_cls, command: str) -> None:
+def _config_fields(config_cls, prefix: str = "") -> list[tuple[str, typing.Any]]:
+    """(dotted name, type) of every leaf field of a (nested) config class."""
+    out = []
+    for name, kind in typing.get_type_hints(config_cls).items():
+        if typing.get_origin(kind) is typing.ClassVar:
+            continue
+        if dataclasses.is_dataclass(kind):
+            out += _config_fields(kind, f"{prefix}{name}.")
+        else:
+            out.append((f"{prefix}{name}", kind))
+    return out
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _check_collisions(config_cls, command: str) -> None:
+    own = {f.name for f in _own_options(config_cls, command)}
+    clash = sorted(own & {n for n, _ in _config_fields(config_cls)})
+    if clash:
+        raise UsageError(f"the agent's Config has field(s) {', '.join(clash)}, which the CLI uses for "
+                         f"its own options; rename them in the agent")
+
+
+def _known_flags(config_cls, command: str) -> dict[str, typing.Any]:
+    """--option -> its type: the CLI's own options and the config's (nested) fields."""
+    hints = typing.get_type_hints(_args_type(config_cls, command))
+    known = {_flag(f.name): hints[f.name] for f in _own_options(config_cls, command)}
+    known.update({_flag(n): kind for n, kind in _config_fields(config_cls)})
+    known.update({"no-" + k: bool for k, kind in list(known.items()) if kind is bool})
+    known["help"] = bool
+    return known
+
+
+def _check_flags(argv: list[str], known: dict, command: str) -> None:
     from envs import close_matches
 
-    known = _known_flags(config_cls, command)
     for arg in argv:
         if not arg.startswith("--"):
             continue
-        name = arg[2:].split("=", 1)[0].replace("_", "-")
+        name = _flag(arg[2:].split("=", 1)[0])
         if name not in known:
-            hits = close_matches(name, known)
+            hits = close_matches(name, list(known))
             hint = ("; closest: " + ", ".join("--" + h for h in hits)) if hits else ""
             raise UsageError(f"unknown option --{name}{hint} (see `purejaxrl-lab {command} AGENT --help`)")
+
+
+def _integral_values(argv: list[str], known: dict) -> list[str]:
+    """`--total-timesteps 1e5` -> `--total-timesteps 100000`: integer options take integral
+    numbers in any notation."""
+    def is_int(kind):
+        return kind is int or (typing.get_origin(kind) in (typing.Union, types.UnionType)
+                               and int in typing.get_args(kind))
+
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if not arg.startswith("--"):
+            continue
+        name, eq, value = arg[2:].partition("=")
+        if not is_int(known.get(_flag(name))):
+            continue
+        j = i if eq else i + 1
+        text = value if eq else (out[j] if j < len(out) else "")
+        try:
+            number = float(text)
+        except ValueError:
+            continue
+        if number.is_integer() and not re.fullmatch(r"[+-]?\d+", text.strip()):
+            out[j] = f"--{name}={int(number)}" if eq else str(int(number))
+    return out
 
 
 def _tyro_message(text: str) -> str:
@@ -123,16 +212,22 @@ def _tyro_message(text: str) -> str:
     return msg or "invalid arguments (see --help)"
 
 
-def _preset(module, argv: list[str]):
-    value = _flag_value(argv, "preset")
-    if value is None:
-        return module.Config()
-    from envs import unknown_name_error
+def _tyro(args_type, argv: list[str], default=None, prog: str = ""):
+    """tyro.cli, with --help printed (exit 0) and errors as one-line UsageErrors."""
+    import tyro
 
-    presets = getattr(module, "PRESETS", {})
-    if value not in presets:
-        raise UsageError(str(unknown_name_error("preset", value, list(presets))))
-    return presets[value]
+    if "-h" in argv or "--help" in argv:
+        with contextlib.suppress(SystemExit):
+            tyro.cli(args_type, args=argv, default=default, prog=prog)
+        return None
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured), contextlib.redirect_stdout(captured):
+            return tyro.cli(args_type, args=argv, default=default, prog=prog)
+    except SystemExit:
+        raise UsageError(_tyro_message(captured.getvalue())) from None
+    except ValueError as e:  # a Config.__post_init__ check
+        raise UsageError(str(e)) from None
 
 
 def _flag_value(argv: list[str], name: str) -> str | None:
@@ -146,8 +241,23 @@ def _flag_value(argv: list[str], name: str) -> str | None:
     return value
 
 
-def _early_distributed(argv: list[str]) -> None:
-    """Joins a multi-host job before anything (gymnax included) touches a device."""
+def _preset(module, argv: list[str]):
+    value = _flag_value(argv, "preset")
+    if value is None:
+        return module.Config()
+    from envs import unknown_name_error
+
+    if value not in module.PRESETS:
+        raise UsageError(str(unknown_name_error("preset", value, list(module.PRESETS))))
+    return module.PRESETS[value]
+
+
+# --------------------------------------------------------------------------- train and sweep
+
+
+def _early_setup(argv: list[str]) -> None:
+    """Joins a multi-host job, then gives JAX one CPU device per core, before anything
+    (gymnax included) touches a device."""
     from purejaxrl_lab import runtime
 
     try:
@@ -159,48 +269,66 @@ def _early_distributed(argv: list[str]) -> None:
                                        auto="--distributed" in argv)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    runtime.use_cpu_cores(quiet=True)
 
 
-def _resume_meta(argv: list[str]) -> dict | None:
-    """The checkpointed run's identity when --resume DIR is given (its options become defaults)."""
-    directory = _flag_value(argv, "resume")
-    if directory is None:
+def _resume_dir(argv: list[str]) -> Path | None:
+    """The results directory of --resume DIR (DIR or DIR/checkpoints), checked."""
+    value = _flag_value(argv, "resume")
+    if value is None:
         return None
+    path = Path(value)
+    if not path.is_dir():
+        raise UsageError(f"resume={value!r} is not allowed: no such directory")
+    if path.name == "checkpoints" and not (path / "checkpoints").is_dir():
+        path = path.parent
+    if not (path / "checkpoints").is_dir():
+        raise UsageError(f"resume={value!r} is not allowed: it holds no checkpoints/ (not a "
+                         f"results directory written with checkpointing)")
+    if (path / "summary.json").exists():
+        raise UsageError(f"resume={value!r} is not allowed: that run is complete; its results "
+                         f"are in {path}")
+    return path
+
+
+def _resume_meta(path: Path) -> dict:
     from purejaxrl_lab import checkpoint
 
-    path = Path(directory)
-    if not (path / "checkpoints").is_dir():
-        raise UsageError(f"resume={directory!r} is not allowed: it holds no checkpoints/ "
-                         f"(not a results directory written with checkpointing)")
-    if (path / "summary.json").exists():
-        raise UsageError(f"resume={directory!r} is not allowed: that run is complete "
-                         f"(summary.json is there)")
     store = checkpoint.Checkpoints(path / "checkpoints")
     try:
         step = store.latest()
         if step is None:
-            raise UsageError(f"resume={directory!r} is not allowed: it holds no complete checkpoint")
+            raise UsageError(f"resume={str(path)!r} is not allowed: it holds no complete checkpoint")
         return store.meta(step)
     finally:
         store.close()
 
 
-def _parse(command: str, argv: list[str]):
-    import tyro
-
+def _agent(command: str, argv: list[str]):
     import agents
-    from agents.common.config import config_from_dict
 
     if not argv or argv[0].startswith("-"):
-        raise UsageError(f"{command} needs an AGENT, one of: {', '.join(agents.available())}")
+        raise UsageError(f"{command} needs an AGENT, one of: {', '.join(agents.available())} "
+                         f"(or an importable module path)")
     try:
-        module = agents.get(argv[0])
+        return agents.get(argv[0])
     except ValueError as e:
         raise UsageError(str(e)) from None
+
+
+def _parse(command: str, argv: list[str]):
+    """-> (agent name, module, parsed options, checkpoint meta when resuming, resume dir)."""
+    from agents.common.config import config_from_dict
+
+    module = _agent(command, argv)
+    _check_collisions(module.Config, command)
+    known = _known_flags(module.Config, command)
     rest = argv[1:]
-    _check_flags(rest, module.Config, command)
+    _check_flags(rest, known, command)
+    rest = _integral_values(rest, known)
     args_type = _args_type(module.Config, command)
-    meta = _resume_meta(rest)
+    resume = _resume_dir(rest)
+    meta = None if resume is None else _resume_meta(resume)
     if meta is not None:  # options default to the checkpointed run's
         if meta["agent"] != argv[0]:
             raise UsageError(f"resume: the checkpoint is of agent {meta['agent']!r}, not {argv[0]!r}")
@@ -211,34 +339,52 @@ def _parse(command: str, argv: list[str]):
             config = config_from_dict(module.Config, meta["config"])
         except ValueError as e:
             raise UsageError(f"resume: {e}") from None
-        default = args_type(config=config, env=meta["env"], seeds=len(meta["seeds"]))
+        evaluation = meta.get("evaluation", {})
+        default = args_type(config=config, env=meta["env"], seeds=len(meta["seeds"]),
+                            eval_every=evaluation.get("every"),
+                            eval_episodes=evaluation.get("episodes", 10))
     else:
         default = args_type(config=_preset(module, rest))
-    prog = f"purejaxrl-lab {command} {argv[0]}"
-    if "-h" in rest or "--help" in rest:
-        tyro.cli(args_type, args=rest, default=default, prog=prog)  # prints help, exits 0
-    captured = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(captured), contextlib.redirect_stdout(captured):
-            args = tyro.cli(args_type, args=rest, default=default, prog=prog)
-    except SystemExit as e:
-        if e.code in (0, None):
-            raise
-        raise UsageError(_tyro_message(captured.getvalue())) from None
-    except ValueError as e:  # a Config.__post_init__ check
-        raise UsageError(str(e)) from None
-    return argv[0], module, args, meta
+    args = _tyro(args_type, rest, default=default, prog=f"purejaxrl-lab {command} {argv[0]}")
+    return argv[0], module, args, meta, resume
+
+
+def _out_dir(name: str, args) -> Path:
+    """The results directory of a new run: --out (new, or without results), or a fresh
+    runs/AGENT-ENV-TIME-XXXX that no other run can have."""
+    if args.out is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        return Path("runs") / f"{name.rsplit('.', 1)[-1]}-{args.env}-{stamp}-{secrets.token_hex(2)}"
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out={str(out)!r} is a file; choose a new directory")
+    if (out / "summary.json").exists():
+        raise ValueError(f"out={str(out)!r} already holds a finished run's results; choose a new "
+                         f"directory (existing results are never overwritten)")
+    if (out / "checkpoints").exists():
+        raise ValueError(f"out={str(out)!r} already holds a run's checkpoints; --resume {out} "
+                         f"continues that run, or choose a new directory")
+    return out
 
 
 def _run(command: str, argv: list[str]) -> int:
-    """`train` and `sweep`: check everything, then compile, run, save, report."""
-    _early_distributed(argv)
+    """`train` and `sweep`: check everything, claim the output directory (refused while another
+    live run holds it), then compile, run, save, report."""
+    _early_setup(argv)
+    from purejaxrl_lab import claims, loggers, runtime
     from purejaxrl_lab import grid as grid_lib
-    from purejaxrl_lab import loggers, runner, runtime
+    from purejaxrl_lab import plan as plan_lib
+    from purejaxrl_lab import runner
 
-    name, module, args, meta = _parse(command, argv)
-    sweep_kwargs = {}
+    if argv and argv[0] in ("-h", "--help"):
+        print(SUMMARY)
+        return 0
+    name, module, args, meta, resume = _parse(command, argv)
+    if args is None:  # --help was printed
+        return 0
+    main_process = runtime.is_main_process()
     try:
+        sweep_kwargs = {}
         if command == "sweep":
             if args.grid:
                 sweep_kwargs = {"grid": grid_lib.parse_cli(args.grid), "sweep": True}
@@ -250,53 +396,54 @@ def _run(command: str, argv: list[str]) -> int:
         if isinstance(args.checkpoint_every, bool) or args.checkpoint_every < 0:
             raise ValueError(f"checkpoint_every={args.checkpoint_every} is not allowed: expected an "
                              f"integer >= 0 (0: no checkpoints)")
-        if args.resume is not None:
-            if args.out is not None and Path(args.out).absolute() != Path(args.resume).absolute():
-                raise ValueError(f"out={args.out!r} is not allowed with resume={args.resume!r}: "
+        if resume is not None:
+            if args.out is not None and Path(args.out).absolute() != resume.absolute():
+                raise ValueError(f"out={args.out!r} is not allowed with resume={str(resume)!r}: "
                                  f"a resumed run writes its results where it was")
-            out = Path(args.resume)
+            out = resume
             seeds = meta["seeds"] if args.seeds == len(meta["seeds"]) else args.seeds
         else:
-            out = Path(args.out) if args.out else Path("runs") / (
-                f"{name}-{args.env}-{time.strftime('%Y%m%d-%H%M%S')}")
-            if out.exists() and not out.is_dir():
-                raise ValueError(f"out={str(out)!r} is a file; choose a new directory")
-            if (out / "summary.json").exists() or (out / "checkpoints").exists():
-                raise ValueError(f"out={str(out)!r} already exists and holds results or checkpoints; "
-                                 f"choose a new directory, or --resume {out} to continue it "
-                                 f"(existing results are never overwritten)")
+            out = _out_dir(name, args)
             seeds = args.seeds
         checkpoints = out / "checkpoints" if args.checkpoint_every > 0 else None
-        plan = runner.prepare(
+        plan = plan_lib.prepare(
             module, args.config, args.env, seeds, num_chunks=args.num_chunks, devices=args.devices,
-            checkpoint_dir=checkpoints if args.resume is None else None,
+            checkpoint_dir=checkpoints if resume is None else None,
             checkpoint_every=max(1, args.checkpoint_every),
-            resume=out / "checkpoints" if args.resume is not None else None, **sweep_kwargs)
+            resume=out / "checkpoints" if resume is not None else None,
+            eval_every=args.eval_every, eval_episodes=args.eval_episodes, **sweep_kwargs)
+        if resume is not None and args.checkpoint_every == 0:
+            plan = dataclasses.replace(plan, checkpoint_dir=None)
+        if args.compilation_cache:
+            runtime.enable_compilation_cache(args.cache_dir)
+        claim = claims.Claim(out) if main_process else None  # before any work is done
     except ValueError as e:
         raise UsageError(str(e)) from None
-    if args.resume is not None and args.checkpoint_every == 0:
-        plan = dataclasses.replace(plan, checkpoint_dir=None)
-    if args.compilation_cache:
-        runtime.enable_compilation_cache(args.cache_dir)
 
-    main_process = runtime.is_main_process()
-    sinks = (loggers.make(args.log, out, config=dataclasses.asdict(plan.config),
-                          run_name=out.name) if main_process else [])
     try:
-        results = runner.execute(plan, progress=args.progress, loggers=sinks)
+        sinks = (loggers.make(args.log, out, config=dataclasses.asdict(plan.config), run_name=out.name,
+                              step_name=plan.config.unit.replace(" ", "_")) if main_process else [])
+        try:
+            results = runner.execute(plan, progress=args.progress, loggers=sinks)
+        finally:
+            for sink in sinks:
+                sink.close()
+        if not main_process:
+            return 0
+        results.save(out)
+        plot = results.plot(out / "curve.png")
     finally:
-        for sink in sinks:
-            sink.close()
-    if not main_process:
-        return 0
-    results.save(out)
-    plot = results.plot(out / "curve.png")
+        if claim is not None:
+            claim.release()
     print()
     print(results.table())
-    print(f"\nresults: {out}/ (summary.json, metrics.jsonl, metrics.npz"
+    print(f"\nresults: {out}/ (summary.json, metrics.jsonl, metrics.npz, params.npz"
           + (", checkpoints/" if plan.checkpoint_dir is not None else "") + ")")
     print(f"plot:    {plot}")
     return 0
+
+
+# --------------------------------------------------------------------------- plot and list
 
 
 def plot(argv: list[str]) -> int:
@@ -304,25 +451,22 @@ def plot(argv: list[str]) -> int:
 
     @dataclasses.dataclass(frozen=True)
     class PlotArgs:
-        dirs: tyro.conf.Positional[tuple[str, ...]]
+        dirs: typing.Annotated[tuple[str, ...], tyro.conf.Positional]
         """Results directories of runs or sweeps to compare."""
         out: str = "plots"
-        """Where curves.png and final_returns.png are written."""
+        """Where curves.png and final_scores.png are written (created if missing)."""
         statistic: str = "iqm"
         """Across seeds: iqm, mean or median."""
-        metric: str = "episode_return"
-        """The metric the curves show."""
+        metric: str | None = None
+        """The metric the curves show (default: the agents' score, e.g. episode_return)."""
+        smoothing: int = 1
+        """Average each seed's curve over this many points (1: none)."""
+        mixed_envs: bool = False
+        """Allow overlaying runs on different environments."""
 
-    captured = io.StringIO()
-    if "-h" in argv or "--help" in argv:
-        tyro.cli(PlotArgs, args=argv, prog="purejaxrl-lab plot")
-    try:
-        with contextlib.redirect_stderr(captured), contextlib.redirect_stdout(captured):
-            args = tyro.cli(PlotArgs, args=argv, prog="purejaxrl-lab plot")
-    except SystemExit as e:
-        if e.code in (0, None):
-            raise
-        raise UsageError(_tyro_message(captured.getvalue())) from None
+    args = _tyro(PlotArgs, argv, prog="purejaxrl-lab plot")
+    if args is None:
+        return 0
     from purejaxrl_lab import plots, results
 
     if not args.dirs:
@@ -339,8 +483,9 @@ def plot(argv: list[str]) -> int:
             raise UsageError(f"plot: {d!r}: {e}") from None
     names = _short_names(args.dirs)
     try:
-        paths = plots.compare(loaded, names, args.out, statistic=args.statistic, metric=args.metric)
-    except ValueError as e:
+        paths = plots.compare(loaded, names, args.out, statistic=args.statistic, metric=args.metric,
+                              smoothing=args.smoothing, allow_mixed_envs=args.mixed_envs)
+    except (ValueError, OSError) as e:
         raise UsageError(str(e)) from None
     for r, n in zip(loaded, names):
         print(f"{n}: {r.agent} on {r.env}, {len(r.seeds)} seeds"
@@ -358,26 +503,37 @@ def _short_names(dirs) -> list[str]:
 def list_all() -> int:
     import agents
     import envs
+    from gymnax.environments import spaces
 
     print("agents:")
     for name in agents.available():
-        presets = ", ".join(sorted(getattr(agents.get(name), "PRESETS", {})))
-        print(f"  {name}" + (f"    presets: {presets}" if presets else ""))
-    print("environments:")
+        module = agents.get(name)
+        config, score = module.Config(), module.SCORE
+        presets = ", ".join(sorted(module.PRESETS)) or "none"
+        direction = "higher" if score.higher_is_better else "lower"
+        print(f"  {name:<10} counts {config.unit}; scored by {score.metric} ({direction} is better); "
+              f"presets: {presets}")
+    print("environments (actions):")
     for env_id in envs.registered():
-        print(f"  {env_id}")
+        env, params = envs.make(env_id)
+        space = env.action_space(params)
+        kind = (f"discrete, {space.n}" if isinstance(space, spaces.Discrete)
+                else f"continuous, shape {tuple(space.shape)}" if isinstance(space, spaces.Box)
+                else type(space).__name__)
+        print(f"  {env_id:<26} {kind}")
     return 0
 
 
-COMMANDS = ["train", "sweep", "plot", "list"]
-
-
 def main(argv: list[str] | None = None) -> int:
+    """Runs one command; returns the exit status (2 for bad input, with one line on stderr)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if not argv or argv[0] in ("-h", "--help"):
-            print(USAGE)
+            print(SUMMARY)
             return 0 if argv else 2
+        if argv[0] == "--version":
+            print(f"purejaxrl-lab {_version()}")
+            return 0
         command, rest = argv[0], argv[1:]
         if command in ("train", "sweep"):
             return _run(command, rest)

@@ -4,9 +4,9 @@ A setting maps names to values. A name is either a tunable hyperparameter of the
 agent (a field of its `state.hparams`, e.g. "learning_rate") or an environment
 parameter written "env.<field>" (e.g. "env.length" for CartPole's pole length).
 Both are arrays inside the compiled program, so every setting runs in the same
-program. Fields that fix array shapes or the program's structure (num_envs,
-num_steps, hidden_sizes, total_timesteps, anneal_lr, ...) cannot be swept this way
-and are refused by name.
+program. Every other config field is fixed when the program is built (num_envs,
+num_steps, hidden_sizes, total_timesteps, anneal_lr, ...): it cannot be swept this way
+and is refused by name.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.common.config import field_names, with_overrides
+from agents.common.config import flatten, with_overrides
 from envs.utils import unknown_name_error
 
 ENV_PREFIX = "env."
@@ -95,9 +95,13 @@ def expand(grid: Mapping[str, Sequence] | None = None,
     return out
 
 
-def check(settings: list[dict], agent_name: str, config: Any, tunable: Sequence[str],
-          shape_fields: set[str], env_params: Any) -> dict[str, np.dtype]:
+def check(settings: list[dict], agent_name: str, config: Any, tunable: Mapping[str, np.dtype],
+          shape_fields: frozenset[str], env_params: Any) -> dict[str, np.dtype]:
     """Checks every name and value; returns name -> dtype of its array in the program.
+
+    Args:
+      tunable: the agent's tunable hyperparameters (fields of `state.hparams`) and their dtypes.
+      shape_fields: the config fields the agent says fix array shapes.
 
     Raises:
       ValueError: an unknown name (closest matches listed), a config field that is
@@ -105,6 +109,7 @@ def check(settings: list[dict], agent_name: str, config: Any, tunable: Sequence[
     """
     env_fields = {f.name: f for f in dataclasses.fields(env_params)} if dataclasses.is_dataclass(
         env_params) else {}
+    config_names = list(flatten(config))
     dtypes: dict[str, np.dtype] = {}
     for name in settings[0]:
         if name.startswith(ENV_PREFIX):
@@ -114,31 +119,33 @@ def check(settings: list[dict], agent_name: str, config: Any, tunable: Sequence[
                                          [ENV_PREFIX + f for f in env_fields])
             default = getattr(env_params, field)
             integer = isinstance(default, (int, np.integer)) and not isinstance(default, bool)
-            for s in settings:
-                v = s[name]
-                if not _is_number(v) or not math.isfinite(float(v)) or (
-                        integer and float(v) != int(v)):
-                    kind = "an integer" if integer else "a finite number"
-                    raise ValueError(f"{name}={v!r} is not allowed: expected {kind}")
-            dtypes[name] = np.dtype(np.int32 if integer else np.float32)
+            dtypes[name] = _checked(name, [s[name] for s in settings], integer)
             continue
-        if name not in field_names(type(config)):
+        if name not in config_names:
             raise unknown_name_error(f"config field of {type(config).__qualname__} (or env.<param>)",
-                                     name, field_names(type(config)))
+                                     name, config_names)
         if name not in tunable:
             why = ("it fixes array shapes" if name in shape_fields
-                   else "it changes the program's structure")
+                   else "it is fixed when the program is built")
             raise ValueError(
                 f"{name} cannot be swept in one compiled program: {why}, so it is not a tunable "
-                f"hyperparameter of {agent_name}. Tunable: {', '.join(tunable)}, and env.<param>. "
-                f"Run one sweep per value of {name} instead")
-        for s in settings:
-            if not _is_number(s[name]):
-                raise ValueError(f"{name}={s[name]!r} is not allowed: expected a number")
-        dtypes[name] = np.dtype(np.float32)
+                f"hyperparameter of {agent_name}. Tunable: {', '.join(tunable) or 'none'}, and "
+                f"env.<param>. Run one sweep per value of {name} instead")
+        integer = np.issubdtype(tunable[name], np.integer)
+        dtypes[name] = _checked(name, [s[name] for s in settings], integer)
     for s in settings:  # the agent's own range checks, setting by setting
         with_overrides(config, {n: _python(v) for n, v in split(s)[0].items()})
     return dtypes
+
+
+def _checked(name: str, values: list, integer: bool) -> np.dtype:
+    """The dtype of a swept name's array, after checking every value is a finite number
+    (an integral one when `integer`)."""
+    for v in values:
+        if not _is_number(v) or not math.isfinite(float(v)) or (integer and float(v) != int(v)):
+            kind = "an integer" if integer else "a finite number"
+            raise ValueError(f"{name}={v!r} is not allowed: expected {kind}")
+    return np.dtype(np.int32 if integer else np.float32)
 
 
 def _python(v):

@@ -1,37 +1,67 @@
 """`Results` (a run) and `SweepResults` (a sweep): what a run produced, saved and loaded as
-plain files (JSON lines, JSON, NumPy), with honest summaries, rankings and plots."""
+plain files (JSON lines, JSON, NumPy), with honest summaries, rankings and plots.
+
+Everything agent-specific comes from what the agent declared (`agents.common.contract`):
+the score (its metric and direction), the unit of the x-axis and of throughput, and which
+metrics may be NaN by design.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import tempfile
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from agents.common.contract import Score
 from purejaxrl_lab import stats
 
-# Metrics that are NaN by design when no episode ended in an iteration.
-NAN_ALLOWED = ("episode_return", "episode_length")
 FINAL_FRACTION = 0.1
-FINAL_RETURN_DEFINITION = "mean return of episodes ending in the last 10% of iterations"
+EVAL_PREFIX = "eval_"
+FORMAT = 2  # of summary.json
 
 
-def final_returns(episode_return: np.ndarray, episodes: np.ndarray) -> np.ndarray:
-    """[..., iteration] -> [...]: the mean return of all episodes that ended in the last 10%
-    of iterations (at least one), each episode weighted equally; NaN where none ended."""
-    num_iterations = episode_return.shape[-1]
-    window = max(1, int(round(num_iterations * FINAL_FRACTION)))
-    ret = episode_return[..., -window:]
-    count = episodes[..., -window:].astype(np.float64)
-    total = np.where(count > 0, np.nan_to_num(ret) * count, 0.0).sum(axis=-1)
+def final_scores(values: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """[..., iteration] -> [...]: the score over the last 10% of iterations (at least one).
+
+    With `weights` (e.g. the number of episodes each iteration's value averages), each
+    iteration counts by its weight, so every event counts the same; without, the mean of
+    the finite values. NaN where there is nothing to average.
+    """
+    window = max(1, int(round(values.shape[-1] * FINAL_FRACTION)))
+    tail = np.asarray(values[..., -window:], dtype=np.float64)
+    if weights is None:
+        count = np.isfinite(tail).astype(np.float64)
+    else:
+        count = np.where(np.isfinite(tail), np.asarray(weights[..., -window:], np.float64), 0.0)
+    total = (np.nan_to_num(tail) * count).sum(axis=-1)
     n = count.sum(axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n > 0, total / n, np.nan)
+
+
+def area_under_curve(values: np.ndarray) -> np.ndarray:
+    """[..., iteration] -> [...]: the mean over iterations of the curve, each NaN iteration
+    carrying the last finite value forward (NaN before the first is left out)."""
+    from purejaxrl_lab.plots import forward_fill
+
+    filled = forward_fill(values)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a curve that is NaN throughout
+        return np.nanmean(filled, axis=-1)
+
+
+def score_definition(score: Score) -> str:
+    weighted = f", each iteration weighted by its {score.weight}" if score.weight else ""
+    return (f"mean {score.metric} over the last {FINAL_FRACTION:.0%} of iterations{weighted}; "
+            + ("higher is better" if score.higher_is_better else "lower is better"))
 
 
 def _interval(values: np.ndarray) -> dict[str, Any]:
@@ -52,129 +82,111 @@ def _interval(values: np.ndarray) -> dict[str, Any]:
     }
 
 
+def _listed(values: np.ndarray):
+    """Array -> nested lists with None for non-finite values."""
+    if np.ndim(values) == 0:
+        return None if not np.isfinite(values) else float(values)
+    return [_listed(v) for v in values]
+
+
 @dataclasses.dataclass(kw_only=True)
 class _Run:
-    """Fields a run and a sweep share."""
+    """Fields a run and a sweep share (see `Results` for their meaning)."""
 
     agent: str
     env: str
     config: dict[str, Any]
     seeds: list[int]
     metrics: dict[str, np.ndarray]
-    steps_per_iteration: int
+    score: Score
+    unit: str
+    units_per_iteration: int
     compile_time: float
     run_time: float
     versions: dict[str, str]
     device: dict[str, Any]
     env_params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    nan_metrics: tuple[str, ...] = ()
+    eval_iterations: list[int] = dataclasses.field(default_factory=list)
     resumed_from: int | None = None
-    """Iterations already done in the checkpoint this run resumed from (None: not resumed)."""
     compilations: int = 0
-    """XLA compilations while building the run's programs (0 when all came from the cache)."""
     cache_hits: int = 0
-    """Programs loaded from JAX's persistent compilation cache instead of compiled."""
-    programs_cached: bool = False
-    """Whether the run's lowered programs came from the program cache (`purejaxrl_lab.programs`)
-    instead of being traced."""
+    state_bytes: int | None = None
+    runs_in_program: int | None = None
+    agent_module: str | None = None
+    act_input: str = "observation"
+    params: Any = dataclasses.field(default=None, repr=False, compare=False)
     final_state: Any = dataclasses.field(default=None, repr=False, compare=False)
-    """The trained agent states, batched over runs (in memory only, not saved)."""
+    act: Callable | None = dataclasses.field(default=None, repr=False, compare=False)
+    directory: Path | None = dataclasses.field(default=None, compare=False)
 
     KIND = "run"
 
+    # ------------------------------------------------------------------ shapes and units
+
     @property
     def num_iterations(self) -> int:
-        return next(iter(self.metrics.values())).shape[-1]
+        return self.metrics[self.score.metric].shape[-1]
 
     @property
     def num_runs(self) -> int:
-        return int(np.prod(next(iter(self.metrics.values())).shape[:-1]))
+        return int(np.prod(self.metrics[self.score.metric].shape[:-1]))
 
     @property
-    def env_steps(self) -> np.ndarray:
-        """Cumulative environment steps per run after each iteration [iteration]."""
-        return self.steps_per_iteration * np.arange(1, self.num_iterations + 1)
+    def units(self) -> np.ndarray:
+        """Cumulative units (e.g. env steps) per seed after each iteration [iteration]."""
+        return self.units_per_iteration * np.arange(1, self.num_iterations + 1)
 
     @property
-    def steps_per_second(self) -> float:
-        """Environment steps per second over all runs, excluding compilation (counting only
-        the iterations this call ran when it resumed)."""
+    def eval_units(self) -> np.ndarray:
+        """Units per seed done when each evaluation ran [evaluation]."""
+        return self.units_per_iteration * np.asarray(self.eval_iterations, dtype=np.int64)
+
+    @property
+    def throughput(self) -> float:
+        """Units per second over all runs trained together (a sweep's every setting, also
+        for one setting's view), excluding compilation, counting only the iterations this
+        call ran when it resumed."""
         ran = self.num_iterations - (self.resumed_from or 0)
-        total = self.steps_per_iteration * ran * self.num_runs
+        runs = self.runs_in_program or self.num_runs
+        total = self.units_per_iteration * ran * runs
         return total / self.run_time if self.run_time > 0 else float("nan")
+
+    # ------------------------------------------------------------------ scores
+
+    @property
+    def final_score(self) -> np.ndarray:
+        """Per run ([seed], or [setting, seed] for a sweep): the declared score over the last
+        10% of iterations (`score_definition`); NaN where it is undefined."""
+        weights = self.metrics.get(self.score.weight) if self.score.weight else None
+        return final_scores(self.metrics[self.score.metric], weights)
 
     @property
     def final_return(self) -> np.ndarray:
-        """Per run ([seed], or [setting, seed] for a sweep): the mean return of all episodes
-        that ended in the last 10% of iterations (at least one iteration), each episode
-        weighted equally. NaN for a run where no episode ended in that window."""
-        return final_returns(self.metrics["episode_return"], self.metrics["episodes"])
+        """`final_score` under the name PPO users know, for agents scored by episode return."""
+        if self.score.metric != "episode_return":
+            raise AttributeError(f"final_return is the final score of agents scored by episode "
+                                 f"return; {self.agent} is scored by {self.score.metric}: use "
+                                 f"final_score")
+        return self.final_score
 
-    def _common_summary(self) -> dict[str, Any]:
-        return {
-            "kind": self.KIND, "agent": self.agent, "env": self.env,
-            "num_seeds": len(self.seeds), "num_iterations": self.num_iterations,
-            "env_steps_per_seed": int(self.env_steps[-1]),
-            "compile_time_s": round(self.compile_time, 3), "run_time_s": round(self.run_time, 3),
-            "steps_per_second": round(self.steps_per_second, 1),
-            "resumed_from": self.resumed_from,
-            "compilations": self.compilations, "compilation_cache_hits": self.cache_hits,
-            "programs_cached": self.programs_cached,
-        }
+    @property
+    def auc(self) -> np.ndarray:
+        """Per run: the area under the score curve (`area_under_curve`), a measure of how fast
+        the run learned."""
+        return area_under_curve(self.metrics[self.score.metric])
 
-    def _record(self) -> dict[str, Any]:
-        """What summary.json holds besides the summary: enough to reproduce the run."""
-        return {"config": self.config, "seeds": self.seeds, "env_params": self.env_params,
-                "steps_per_iteration": self.steps_per_iteration, "versions": self.versions,
-                "device": self.device}
-
-    def _rows(self) -> Iterator[dict[str, Any]]:
-        raise NotImplementedError
-
-    def summary(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Writes metrics.npz, metrics.jsonl (one line per run and iteration) and summary.json
-        into `directory` (created if needed; it may already hold the run's checkpoints/ and
-        logs, never another run's results).
-
-        Each file is written under a temporary name and renamed into place when complete,
-        summary.json last: an interrupted save leaves no summary.json, so nothing reads
-        partial results, and existing results are never overwritten.
-        """
-        directory = Path(directory)
-        if (directory / "summary.json").exists():
-            raise FileExistsError(f"out={str(directory)!r} already holds results (summary.json); "
-                                  f"choose a new directory")
-        directory.mkdir(parents=True, exist_ok=True)
-
-        def write(name: str, fill) -> None:
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    fill(f)
-                os.replace(tmp, directory / name)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-
-        write("metrics.npz", lambda f: np.savez(f, **self.metrics))
-
-        def jsonl(f):
-            for row in self._rows():
-                f.write((json.dumps(row) + "\n").encode())
-
-        write("metrics.jsonl", jsonl)
-        summary = {**self.summary(), **self._record()}
-        write("summary.json", lambda f: f.write((json.dumps(summary, indent=2, default=_json) + "\n").encode()))
-        return directory
+    @property
+    def evaluations(self) -> dict[str, np.ndarray]:
+        """The evaluation metrics (names starting with "eval_"), [seed, evaluation]."""
+        return {k: v for k, v in self.metrics.items() if k.startswith(EVAL_PREFIX)}
 
     def non_finite(self) -> dict[str, list]:
-        """Metric name -> runs with a NaN or infinite value (NaN-by-design metrics excluded):
-        seeds for a run, [setting index, seed] pairs for a sweep."""
+        """Metric name -> runs with a NaN or infinite value (the agent's NaN-by-design metrics
+        excluded): seeds for a run, [setting index, seed] pairs for a sweep."""
         out = {}
         for name, values in self.metrics.items():
-            if name in NAN_ALLOWED:
+            if name in self.nan_metrics or not values.size:
                 continue
             bad = ~np.isfinite(values).all(axis=-1)
             if bad.any():
@@ -184,64 +196,100 @@ class _Run:
     def _run_label(self, idx):
         raise NotImplementedError
 
+    # ------------------------------------------------------------------ summary and files
 
-@dataclasses.dataclass(kw_only=True)
-class Results(_Run):
-    """A run's metrics [seed, iteration] and everything needed to reproduce and report it.
+    def _common_summary(self) -> dict[str, Any]:
+        return {
+            "kind": self.KIND, "format": FORMAT, "agent": self.agent, "env": self.env,
+            "unit": self.unit, "num_seeds": len(self.seeds), "num_iterations": self.num_iterations,
+            "units_per_seed": int(self.units[-1]),
+            "compile_time_s": round(self.compile_time, 3), "run_time_s": round(self.run_time, 3),
+            "throughput": round(self.throughput, 1), "runs_in_program": self.runs_in_program,
+            "state_bytes_per_run": self.state_bytes, "resumed_from": self.resumed_from,
+            "compilations": self.compilations, "compilation_cache_hits": self.cache_hits,
+            "score": {**dataclasses.asdict(self.score), "definition": score_definition(self.score)},
+            "non_finite_metrics": self.non_finite(),
+        }
 
-    Attributes:
-      agent: agent name, e.g. "ppo".
-      env: environment id.
-      config: the agent config as a dict.
-      seeds: the integer seeds; row i of every metric is seed `seeds[i]`.
-      metrics: name -> array [seed, iteration] of per-iteration scalars.
-      steps_per_iteration: environment steps one iteration collects (per seed).
-      compile_time: seconds spent compiling (init and update programs).
-      run_time: seconds spent running the compiled programs, progress reporting included.
-      versions: package versions (python, jax, jaxlib, flax, optax, gymnax, ...).
-      device: platform, device kind, device count, devices used, processes, padding, the
-        host's CPU cores and processor model.
-      env_params: the environment parameters the run used.
-    """
-
-    KIND = "run"
-
-    def _run_label(self, idx):
-        return self.seeds[idx[0]]
+    def _record(self) -> dict[str, Any]:
+        """What summary.json holds besides the summary: enough to reproduce the run."""
+        return {"config": self.config, "seeds": self.seeds, "env_params": self.env_params,
+                "units_per_iteration": self.units_per_iteration, "nan_metrics": list(self.nan_metrics),
+                "eval_iterations": list(self.eval_iterations), "agent_module": self.agent_module,
+                "act_input": self.act_input, "versions": self.versions, "device": self.device}
 
     def summary(self) -> dict[str, Any]:
-        return {**self._common_summary(), "final_return": {
-            "definition": FINAL_RETURN_DEFINITION,
-            "per_seed": [None if not np.isfinite(v) else float(v) for v in self.final_return],
-            **_interval(self.final_return),
-        }, "non_finite_metrics": self.non_finite()}
+        raise NotImplementedError
 
-    def table(self) -> str:
-        """A plain-text summary table."""
-        f = self.summary()["final_return"]
-        rows = [
-            ("agent / env", f"{self.agent} / {self.env}"),
-            ("seeds", str(len(self.seeds))),
-            ("env steps per seed", f"{int(self.env_steps[-1]):,}"),
-            ("compile time", f"{self.compile_time:.2f} s ({_programs(self)})"),
-            ("run time", f"{self.run_time:.2f} s"),
-            ("env steps / s", f"{self.steps_per_second:,.0f}"),
-            ("final return mean", f"{_num(f['mean'])}  95% CI {_ci(f['mean_ci95'])}"),
-            ("final return IQM", f"{_num(f['iqm'])}  95% CI {_ci(f['iqm_ci95'])}"),
-            ("final return min / max", f"{_num(f['min'])} / {_num(f['max'])}"),
-            ("device", _device(self.device)),
-        ]
-        width = max(len(k) for k, _ in rows)
-        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+    def _rows(self) -> Iterator[dict[str, Any]]:
+        raise NotImplementedError
 
-    def _rows(self):
-        names = sorted(self.metrics)
-        steps = self.env_steps
-        for i, seed in enumerate(self.seeds):
-            for t in range(self.num_iterations):
-                row = {"seed": seed, "iteration": t, "env_steps": int(steps[t])}
-                row.update({n: _scalar(self.metrics[n][i, t]) for n in names})
-                yield row
+    def _row_metrics(self, index: tuple, t: int) -> dict[str, Any]:
+        """The metrics of run `index` at iteration t, with the evaluation made after it."""
+        row = {self.unit.replace(" ", "_"): int(self.units[t])}
+        evals = {n: v for n, v in self.metrics.items() if n.startswith(EVAL_PREFIX)}
+        for name, values in self.metrics.items():
+            if name not in evals:
+                row[name] = _scalar(values[index][t])
+        if t + 1 in self.eval_iterations:
+            e = self.eval_iterations.index(t + 1)
+            row.update({n: _scalar(v[index][e]) for n, v in evals.items()})
+        return row
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Writes metrics.npz, metrics.jsonl (one line per run and iteration), params.npz (the
+        final `state.params` of every run) and summary.json into `directory` (created if
+        needed; it may already hold the run's checkpoints/ and logs, never another run's
+        results).
+
+        Each file is written under a temporary name and renamed into place when complete,
+        summary.json last: an interrupted save leaves no summary.json, so nothing reads
+        partial results, and existing results are never overwritten. Files get the
+        permissions of the user's umask.
+        """
+        directory = Path(directory)
+        if (directory / "summary.json").exists():
+            raise FileExistsError(f"out={str(directory)!r} already holds results (summary.json); "
+                                  f"choose a new directory")
+        directory.mkdir(parents=True, exist_ok=True)
+        write = _writer(directory)
+        write("metrics.npz", lambda f: np.savez(f, **self.metrics))
+        write("metrics.jsonl", lambda f: f.writelines((json.dumps(row) + "\n").encode()
+                                                      for row in self._rows()))
+        if self.params is not None:
+            write("params.npz", lambda f: np.savez(f, **params_to_arrays(self.params)))
+        summary = {**self.summary(), **self._record()}
+        write("summary.json", lambda f: f.write(
+            (json.dumps(summary, indent=2, default=_json) + "\n").encode()))
+        self.directory = directory
+        return directory
+
+    def policy(self, seed: int, setting: int | None = None):
+        """The trained policy of `seed` (and of sweep setting index `setting`): a
+        `purejaxrl_lab.Policy`, `policy(x)` greedy, `policy(x, key)` sampling."""
+        from purejaxrl_lab import checkpoint
+
+        if self.act is None or self.params is None:
+            if self.directory is None:
+                raise ValueError("these results hold no policy: load them from a results "
+                                 "directory (lab.load) or use lab.load_policy(directory, seed)")
+            return checkpoint.load_policy(self.directory, seed=seed, setting=setting)
+        index = self._policy_index(seed, setting)
+        import jax
+
+        params = jax.tree.map(lambda x: np.asarray(x)[index], self.params)
+        chosen = self._setting(setting)
+        return checkpoint.Policy(params=params, act=self.act, seed=seed, setting=chosen,
+                                 agent=self.agent, env=self.env, act_input=self.act_input,
+                                 env_params=dict(self.env_params))
+
+    def _policy_index(self, seed: int, setting: int | None) -> int:
+        if seed not in self.seeds:
+            raise ValueError(f"seed={seed!r} is not allowed: the run's seeds are {self.seeds}")
+        return self.seeds.index(seed)
+
+    def _setting(self, setting: int | None) -> dict:
+        return {}
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> Results | SweepResults:
@@ -251,31 +299,124 @@ class Results(_Run):
         if not summary_path.is_file():
             raise FileNotFoundError(f"{str(directory)!r} holds no summary.json: not a results directory")
         s = json.loads(summary_path.read_text())
+        if s.get("format") != FORMAT:
+            raise ValueError(f"{str(directory)!r} holds results in format {s.get('format')!r}; this "
+                             f"version reads format {FORMAT}")
         with np.load(directory / "metrics.npz") as data:
             metrics = {k: data[k] for k in data.files}
+        score = Score(**{k: v for k, v in s["score"].items() if k != "definition"})
         common = dict(agent=s["agent"], env=s["env"], config=s["config"], seeds=s["seeds"],
-                      metrics=metrics, steps_per_iteration=s["steps_per_iteration"],
+                      metrics=metrics, score=score, unit=s["unit"],
+                      units_per_iteration=s["units_per_iteration"],
                       compile_time=s["compile_time_s"], run_time=s["run_time_s"],
-                      versions=s["versions"], device=s["device"], env_params=s.get("env_params", {}),
-                      resumed_from=s.get("resumed_from"), compilations=s.get("compilations", 0),
-                      cache_hits=s.get("compilation_cache_hits", 0),
-                      programs_cached=s.get("programs_cached", False))
-        if s.get("kind") == SweepResults.KIND:
+                      versions=s["versions"], device=s["device"], env_params=s["env_params"],
+                      nan_metrics=tuple(s["nan_metrics"]), eval_iterations=s["eval_iterations"],
+                      resumed_from=s["resumed_from"], compilations=s["compilations"],
+                      cache_hits=s["compilation_cache_hits"], state_bytes=s["state_bytes_per_run"],
+                      runs_in_program=s["runs_in_program"], agent_module=s["agent_module"],
+                      act_input=s["act_input"], directory=directory)
+        if s["kind"] == SweepResults.KIND:
             return SweepResults(settings=s["settings"], **common)
-        return Results(**common)
+        return Results(setting=s.get("setting"), **common)
 
-    def plot(self, path: str | os.PathLike, statistic: str = "iqm", metric: str = "episode_return"):
-        """Writes a PNG learning curve: `statistic` ("iqm" or "mean") across seeds with a
-        95% bootstrap band, against environment steps.
-
-        Iterations in which a seed finished no episode carry that seed's previous
-        value forward (and are left out before its first finished episode).
-        """
+    def _plot(self, path, statistic, metric, smoothing):
         from purejaxrl_lab import plots
 
-        return plots.curves([(f"{self.agent} ({len(self.seeds)} seeds)", self.env_steps,
-                              self.metrics[metric])], path, statistic=statistic, metric=metric,
-                            title=self.env)
+        return plots.learning_curve(self, path, statistic=statistic, metric=metric, smoothing=smoothing)
+
+
+@dataclasses.dataclass(kw_only=True)
+class Results(_Run):
+    """A run's metrics [seed, iteration] and everything needed to reproduce and report it.
+
+    Attributes:
+      agent: agent name, e.g. "ppo" (a module path for an unregistered agent).
+      env: environment id.
+      config: the agent config as a (nested) dict.
+      seeds: the integer seeds; row i of every metric is seed `seeds[i]`.
+      metrics: name -> array [seed, iteration] of per-iteration scalars, and the evaluation
+        metrics ("eval_return", "eval_length") [seed, evaluation].
+      score: what the agent is judged by (`agents.common.Score`); `final_score` is it.
+      unit, units_per_iteration: what one iteration consumes ("env steps") and how many.
+      compile_time: seconds spent compiling the run's programs.
+      run_time: seconds spent running them, progress reporting and evaluation included.
+      versions: package versions (python, jax, jaxlib, flax, optax, gymnax, ...).
+      device: platform, device kind, device count, devices used, processes, padding, the
+        host's CPU cores and processor model.
+      env_params: the environment parameters the run used.
+      nan_metrics: the metrics the agent allows to be NaN.
+      eval_iterations: iterations done at each evaluation of the deterministic policy.
+      state_bytes: bytes of one run's state (parameters, optimiser, environments, buffers).
+      runs_in_program: runs trained together (more than the seeds for a sweep's setting).
+      params: the final `state.params` of every run (host arrays [seed, ...]).
+      final_state: the final agent states, batched over runs (in memory only).
+      setting: for one setting of a sweep (`SweepResults.result`), that setting.
+    """
+
+    setting: dict[str, Any] | None = None
+    KIND = "run"
+
+    def _run_label(self, idx):
+        return self.seeds[idx[0]]
+
+    def summary(self) -> dict[str, Any]:
+        out = {**self._common_summary(), "setting": self.setting,
+               "final_score": {"per_seed": _listed(self.final_score), **_interval(self.final_score)}}
+        if "eval_return" in self.metrics and self.eval_iterations:
+            last = self.metrics["eval_return"][:, -1]
+            out["final_evaluation"] = {"metric": "eval_return", "iterations": self.eval_iterations[-1],
+                                       "per_seed": _listed(last), **_interval(last)}
+        return out
+
+    def table(self) -> str:
+        """A plain-text summary table."""
+        s = self.summary()
+        f, name = s["final_score"], self.score.name
+        direction = "" if self.score.higher_is_better else " (lower is better)"
+        rows = [("agent / env", f"{self.agent} / {self.env}")]
+        if self.setting is not None:
+            from purejaxrl_lab.grid import label
+
+            rows.append(("setting", label(self.setting)))
+        rows += [
+            ("seeds", str(len(self.seeds))),
+            (f"{self.unit} per seed", f"{int(self.units[-1]):,}"),
+            ("compile time", f"{self.compile_time:.2f} s ({_programs(self)})"),
+            ("run time", f"{self.run_time:.2f} s"),
+            (f"{self.unit} / s", f"{self.throughput:,.0f}" + (
+                f" (all {self.runs_in_program} runs of the program)"
+                if self.runs_in_program and self.runs_in_program != self.num_runs else "")),
+            (f"final {name} mean{direction}", f"{_num(f['mean'])}  95% CI {_ci(f['mean_ci95'])}"),
+            (f"final {name} IQM", f"{_num(f['iqm'])}  95% CI {_ci(f['iqm_ci95'])}"),
+            (f"final {name} min / max", f"{_num(f['min'])} / {_num(f['max'])}"),
+        ]
+        if "final_evaluation" in s:
+            e = s["final_evaluation"]
+            rows.append(("evaluation return mean", f"{_num(e['mean'])}  95% CI {_ci(e['mean_ci95'])}"
+                         f"  (greedy policy after {e['iterations']} iterations)"))
+        if self.state_bytes is not None:
+            rows.append(("state per seed", _bytes(self.state_bytes)))
+        rows.append(("device", _device(self.device)))
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+    def _rows(self):
+        for i, seed in enumerate(self.seeds):
+            for t in range(self.num_iterations):
+                yield {"seed": seed, "iteration": t, **self._row_metrics((i,), t)}
+
+    def _setting(self, setting):
+        return dict(self.setting or {})
+
+    def plot(self, path: str | os.PathLike, statistic: str = "iqm", metric: str | None = None,
+             smoothing: int = 1) -> Path:
+        """Writes a PNG learning curve of `metric` (default: the score): `statistic` ("iqm",
+        "mean" or "median") across seeds with a 95% bootstrap band, against the agent's
+        unit; `smoothing` > 1 averages each seed over that many points first.
+
+        Iterations in which a seed's metric is NaN carry its previous value forward.
+        """
+        return self._plot(path, statistic, metric, smoothing)
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -292,56 +433,82 @@ class SweepResults(_Run):
     def _run_label(self, idx):
         return [int(idx[0]), self.seeds[idx[1]]]
 
-    def result(self, j: int) -> Results:
-        """Setting j as a plain `Results` (metrics [seed, iteration])."""
-        if not isinstance(j, (int, np.integer)) or not 0 <= j < len(self.settings):
-            raise ValueError(f"setting index {j!r} is not allowed: expected 0..{len(self.settings) - 1}")
-        n = len(self.seeds)
-        state = None
-        if self.final_state is not None:
-            import jax
+    def _check_index(self, j) -> int:
+        if isinstance(j, bool) or not isinstance(j, (int, np.integer)) or not 0 <= j < len(self.settings):
+            raise ValueError(f"setting={j!r} is not allowed: expected an index 0..{len(self.settings) - 1}")
+        return int(j)
 
-            state = jax.tree.map(lambda x: x[j * n:(j + 1) * n], self.final_state)
+    def result(self, j: int) -> Results:
+        """Setting j as a plain `Results` (metrics [seed, iteration]), naming its setting."""
+        import jax
+
         from purejaxrl_lab.grid import split
 
+        j = self._check_index(j)
+        n = len(self.seeds)
+        select = (lambda tree: None if tree is None else
+                  jax.tree.map(lambda x: x[j * n:(j + 1) * n], tree))
         hparams, env_values = split(self.settings[j])
-        env_params, config = {**self.env_params, **env_values}, {**self.config, **hparams}
-        return Results(agent=self.agent, env=self.env, config=config, seeds=self.seeds,
-                       metrics={k: v[j] for k, v in self.metrics.items()},
-                       steps_per_iteration=self.steps_per_iteration,
-                       compile_time=self.compile_time, run_time=self.run_time,
-                       versions=self.versions, device=self.device, env_params=env_params,
-                       resumed_from=self.resumed_from, compilations=self.compilations,
-                       cache_hits=self.cache_hits, programs_cached=self.programs_cached,
-                       final_state=state)
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(_Run)}
+        fields.update(metrics={k: v[j] for k, v in self.metrics.items()},
+                      config={**self.config, **hparams}, env_params={**self.env_params, **env_values},
+                      params=select(self.params), final_state=select(self.final_state),
+                      runs_in_program=self.runs_in_program or self.num_runs, directory=None)
+        return Results(setting=dict(self.settings[j]), **fields)
 
-    def ranking(self) -> list[dict[str, Any]]:
-        """Settings ordered by the IQM of their seeds' final returns (best first), each with
-        the 95% stratified-bootstrap interval of that IQM, the mean, min and max.
-        A setting with no finished episode in the final window ranks last."""
+    def _policy_index(self, seed, setting):
+        if setting is None:
+            if len(self.settings) > 1:
+                raise ValueError(f"setting=None is not allowed: this sweep has {len(self.settings)} "
+                                 f"settings; pass an index 0..{len(self.settings) - 1}")
+            setting = 0
+        return self._check_index(setting) * len(self.seeds) + super()._policy_index(seed, None)
+
+    def _setting(self, setting):
+        return dict(self.settings[setting or 0])
+
+    def ranking(self, rank_by: str = "final") -> list[dict[str, Any]]:
+        """Settings best first, each with the IQM of its seeds' final scores and its 95%
+        stratified-bootstrap interval, the mean, min and max, and the IQM of their areas
+        under the curve (`auc_iqm`).
+
+        rank_by: "final" ranks by the final score's IQM, breaking ties by the area under the
+          curve (the faster learner first); "auc" ranks by the area under the curve, breaking
+          ties by the final score. Lower is better for a score declared so. A setting with
+          no finite score ranks last.
+        """
+        if rank_by not in ("final", "auc"):
+            raise ValueError(f"rank_by={rank_by!r} is not allowed: expected 'final' or 'auc'")
+        sign = 1.0 if self.score.higher_is_better else -1.0
+        final, auc = self.final_score, self.auc
         rows = []
         for j, setting in enumerate(self.settings):
-            rows.append({"index": j, "setting": setting, **_interval(self.final_return[j])})
-        rows.sort(key=lambda r: (r["iqm"] is None, -(r["iqm"] or 0.0), r["index"]))
+            finite = auc[j][np.isfinite(auc[j])]
+            auc_iqm = float(stats.iqm(finite)) if finite.size else None
+            rows.append({"index": j, "setting": setting, **_interval(final[j]), "auc_iqm": auc_iqm})
+
+        def key(r):
+            primary, secondary = ("iqm", "auc_iqm") if rank_by == "final" else ("auc_iqm", "iqm")
+            return (r[primary] is None, -sign * (r[primary] or 0.0),
+                    r[secondary] is None, -sign * (r[secondary] or 0.0), r["index"])
+
+        rows.sort(key=key)
         for rank, r in enumerate(rows, 1):
             r["rank"] = rank
         return rows
 
-    def best_index(self) -> int:
-        """Index of the setting with the highest IQM final return."""
-        return self.ranking()[0]["index"]
+    def best_index(self, rank_by: str = "final") -> int:
+        """Index of the best setting (`ranking`)."""
+        return self.ranking(rank_by)[0]["index"]
 
-    def best(self) -> dict[str, Any]:
-        """The setting with the highest IQM final return."""
-        return dict(self.settings[self.best_index()])
+    def best(self, rank_by: str = "final") -> dict[str, Any]:
+        """The best setting (`ranking`): by final score, ties broken by area under the curve."""
+        return dict(self.settings[self.best_index(rank_by)])
 
     def summary(self) -> dict[str, Any]:
         return {**self._common_summary(), "num_settings": len(self.settings),
-                "final_return_definition": FINAL_RETURN_DEFINITION,
                 "ranking": self.ranking(), "best": self.best(),
-                "final_return_per_run": [[None if not np.isfinite(v) else float(v) for v in row]
-                                         for row in self.final_return],
-                "non_finite_metrics": self.non_finite()}
+                "final_score_per_run": _listed(self.final_score)}
 
     def _record(self) -> dict[str, Any]:
         return {**super()._record(), "settings": self.settings}
@@ -350,51 +517,109 @@ class SweepResults(_Run):
         """The ranking, one line per setting, then the run's figures."""
         from purejaxrl_lab.grid import label
 
-        head = ["rank", "setting", "IQM final return", "95% CI", "mean", "min"]
+        name = self.score.name
+        head = ["rank", "setting", f"IQM final {name}", "95% CI", "mean", "worst seed"]
+        worst = "max" if not self.score.higher_is_better else "min"
         body = [[str(r["rank"]), label(r["setting"]), _num(r["iqm"]), _ci(r["iqm_ci95"]),
-                 _num(r["mean"]), _num(r["min"])] for r in self.ranking()]
+                 _num(r["mean"]), _num(r[worst])] for r in self.ranking()]
         widths = [max(len(row[c]) for row in [head, *body]) for c in range(len(head))]
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [head, *body]]
         lines.insert(1, "  ".join("-" * w for w in widths))
+        direction = "higher" if self.score.higher_is_better else "lower"
         lines += ["", f"{self.agent} / {self.env}: {len(self.settings)} settings x {len(self.seeds)} "
-                      f"seeds, {int(self.env_steps[-1]):,} env steps each, one compiled program",
+                      f"seeds, {int(self.units[-1]):,} {self.unit} each, one compiled program; "
+                      f"{direction} {name} is better, ties broken by the area under the curve",
                   f"compile {self.compile_time:.2f} s ({_programs(self)}), run {self.run_time:.2f} s, "
-                  f"{self.steps_per_second:,.0f} env steps/s, device {_device(self.device)}"]
+                  f"{self.throughput:,.0f} {self.unit}/s, "
+                  + (f"state {_bytes(self.state_bytes)} per run, " if self.state_bytes else "")
+                  + f"device {_device(self.device)}"]
         return "\n".join(lines)
 
     def _rows(self):
-        names = sorted(self.metrics)
-        steps = self.env_steps
         for j in range(len(self.settings)):
             for i, seed in enumerate(self.seeds):
                 for t in range(self.num_iterations):
-                    row = {"setting": j, "seed": seed, "iteration": t, "env_steps": int(steps[t])}
-                    row.update({n: _scalar(self.metrics[n][j, i, t]) for n in names})
-                    yield row
+                    yield {"setting": j, "seed": seed, "iteration": t, **self._row_metrics((j, i), t)}
 
-    def plot(self, path: str | os.PathLike, statistic: str = "iqm", metric: str = "episode_return"):
+    def plot(self, path: str | os.PathLike, statistic: str = "iqm", metric: str | None = None,
+             smoothing: int = 1) -> Path:
         """Writes a PNG with one learning curve per setting (`statistic` across seeds, 95%
-        bootstrap band)."""
-        from purejaxrl_lab import plots
-        from purejaxrl_lab.grid import label
-
-        curves = [(label(s), self.env_steps, self.metrics[metric][j]) for j, s in enumerate(self.settings)]
-        return plots.curves(curves, path, statistic=statistic, metric=metric,
-                            title=f"{self.agent} on {self.env}, {len(self.seeds)} seeds per setting")
+        bootstrap band); arguments as `Results.plot`."""
+        return self._plot(path, statistic, metric, smoothing)
 
 
-def _num(v, fmt="{:.1f}"):
-    return "n/a" if v is None else fmt.format(v)
+# --------------------------------------------------------------------------- params files
+
+
+def params_to_arrays(params) -> dict[str, np.ndarray]:
+    """A params pytree -> {path: host array}, the form params.npz stores."""
+    import jax
+
+    return {jax.tree_util.keystr(path): np.asarray(leaf)
+            for path, leaf in jax.tree_util.tree_leaves_with_path(params)}
+
+
+def params_from_arrays(arrays: dict[str, np.ndarray], abstract_params):
+    """Inverse of `params_to_arrays`, given the params' structure (e.g. from `eval_shape`)."""
+    import jax
+
+    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(abstract_params)]
+    missing = [p for p in paths if p not in arrays]
+    if missing:
+        raise ValueError(f"params.npz does not match the agent's parameters: missing {missing[:3]}")
+    return jax.tree.unflatten(jax.tree.structure(abstract_params), [arrays[p] for p in paths])
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _writer(directory: Path):
+    """write(name, fill): fills a temporary file, gives it the umask's permissions, renames it."""
+    umask = os.umask(0)
+    os.umask(umask)
+
+    def write(name: str, fill) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                fill(f)
+            os.chmod(tmp, 0o666 & ~umask)
+            os.replace(tmp, directory / name)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    return write
+
+
+def _num(v, digits: int = 4) -> str:
+    """`digits` significant digits, without an exponent for ordinary magnitudes: 499.3, 0.95,
+    0.9, -165.7, 12346, 0.0001234."""
+    if v is None or not math.isfinite(v):
+        return "n/a"
+    if v == 0:
+        return "0"
+    magnitude = math.floor(math.log10(abs(v)))
+    if magnitude >= 6 or magnitude < -4:
+        return f"{v:.{digits - 1}e}"
+    text = f"{v:.{max(0, digits - 1 - magnitude)}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def _ci(v):
-    return "n/a" if v is None else "[{:.1f}, {:.1f}]".format(*v)
+    return "n/a" if v is None else f"[{_num(v[0])}, {_num(v[1])}]"
+
+
+def _bytes(n: int) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{_num(n / size, 3)} {unit}"
+    return f"{n} B"
 
 
 def _programs(r) -> str:
     out = f"{r.compilations} XLA compilation{'s' if r.compilations != 1 else ''}"
-    out += f", {r.cache_hits} from cache" if r.cache_hits else ""
-    return out + (", no tracing (program cache)" if r.programs_cached else "")
+    return out + (f", {r.cache_hits} from cache" if r.cache_hits else "")
 
 
 def _device(d: dict[str, Any]) -> str:
@@ -405,14 +630,6 @@ def _device(d: dict[str, Any]) -> str:
     if d.get("padding"):
         out += f" (batch padded by {d['padding']})"
     return out
-
-
-def _forward_fill(x: np.ndarray) -> np.ndarray:
-    """Replaces each NaN along the last axis by the latest earlier non-NaN value (leading NaNs stay)."""
-    x = np.asarray(x, dtype=np.float64)
-    idx = np.where(np.isnan(x), 0, np.arange(x.shape[-1]))
-    np.maximum.accumulate(idx, axis=-1, out=idx)
-    return np.take_along_axis(x, idx, axis=-1)
 
 
 def _scalar(v):

@@ -1,4 +1,4 @@
-"""Where a run executes: devices, the 1-D batch mesh, several hosts, the compilation cache.
+"""Where a run executes: CPU devices, the 1-D batch mesh, several hosts, the compilation cache.
 
 The [setting x seed] batch axis of `run` and `sweep` is laid out over a 1-D mesh of
 devices named "batch" (`NamedSharding(mesh, P("batch"))`): each device trains its
@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,8 +20,6 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
-
-from purejaxrl_lab import programs
 
 AXIS = "batch"
 DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "purejaxrl_lab" / "jax"
@@ -59,34 +58,61 @@ def machine_description() -> str:
             f"{devices[0].device_kind}, jax {jax.__version__}")
 
 
-def use_cpu_cores() -> int | None:
+def use_cpu_cores(quiet: bool = False) -> int | None:
     """Makes JAX's CPU backend expose one device per core, so that the runs of a batch train
     on every core at once: each device runs its share of the runs on its own thread, where
-    one CPU device runs a program on about one core.
+    one CPU device runs a program on about one core (a 2-core machine trains 8 seeds about
+    twice as fast). The CLI calls it; in Python, call it right after the imports, before
+    anything runs on a device.
 
-    Called when `purejaxrl_lab` is imported. It only sets `jax_num_cpu_devices`, which
-    touches no device, and returns the count it set. It changes nothing (and returns None)
-    when JAX is already initialised (import `purejaxrl_lab` before anything runs on a
-    device: importing gymnax, `envs` or `agents` does), when the count was chosen already
-    (`JAX_NUM_CPU_DEVICES`, `jax.config.jax_num_cpu_devices`, or
-    `--xla_force_host_platform_device_count` in XLA_FLAGS), or on a single core.
-    `JAX_NUM_CPU_DEVICES=1` keeps JAX's one CPU device. GPU and TPU devices are unaffected;
-    a run uses them, not the CPU devices.
+    It sets `jax_num_cpu_devices` and returns the count it set. It changes nothing (and
+    returns None) when the count was chosen already (`JAX_NUM_CPU_DEVICES`,
+    `jax.config.jax_num_cpu_devices`, or `--xla_force_host_platform_device_count` in
+    XLA_FLAGS), on a single core, or when JAX has already run something (importing gymnax,
+    `envs` or `agents` does: then it says so on stderr, unless `quiet`). GPU and TPU devices are
+    unaffected; a run uses them, not the CPU devices.
     """
-    try:
-        from jax._src import xla_bridge
-
-        initialised = xla_bridge.backends_are_initialized()
-    except (ImportError, AttributeError):  # a JAX without this (private) function: leave it be
-        return None
-    if (initialised or jax.config.jax_num_cpu_devices != -1
+    if (jax.config.jax_num_cpu_devices != -1
             or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")):
         return None
     cores = cpu_cores()
     if cores < 2:
         return None
-    jax.config.update("jax_num_cpu_devices", cores)
+    try:
+        jax.config.update("jax_num_cpu_devices", cores)
+    except RuntimeError:  # JAX has run something: its backends exist
+        if not quiet:
+            print(f"purejaxrl_lab.use_cpu_cores(): JAX is already running with "
+                  f"{len(jax.devices('cpu'))} CPU device(s); call it before anything runs on a "
+                  f"device (before importing envs, agents or gymnax)", file=sys.stderr)
+        return None
     return cores
+
+
+_NOTICED = False
+
+
+def notice_cpu_devices(devices_used: int, batch: int) -> None:
+    """Says once per process, on one line, when a batch of runs trains on fewer CPU devices
+    than the machine has cores (JAX's default of one CPU device uses about one core)."""
+    global _NOTICED
+    if _NOTICED or jax.default_backend() != "cpu" or batch < 2:
+        return
+    cores, available = cpu_cores(), len(jax.devices())
+    if available < min(cores, batch // MIN_RUNS_PER_DEVICE):
+        _NOTICED = True
+        print(f"purejaxrl_lab: {available} CPU device(s) on {cores} cores: these runs use about "
+              f"{available} core(s); call purejaxrl_lab.use_cpu_cores() before JAX runs anything "
+              f"(the CLI does) or set JAX_NUM_CPU_DEVICES={cores}", file=sys.stderr)
+
+
+def to_host(tree):
+    """A pytree of (possibly multi-process) global arrays as NumPy arrays on every process."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return multihost_utils.process_allgather(tree, tiled=True)
+    return jax.tree.map(np.asarray, tree)
 
 
 # Each device of a batch of two or more runs holds at least this many. A device holding one
@@ -178,13 +204,13 @@ class Layout:
         return jax.make_array_from_callback(x.shape, self.sharded, lambda index: x[index])
 
 
-# XLA-CPU backend (LLVM) optimisation level for the lab's programs. Level 1 instead of the
-# default compiles PPO CartPole's programs in ~4.1-4.3 s instead of ~5.3-7.4 s and runs them
-# as fast or faster (README, Performance); level 0 runs 3x slower.
+# XLA-CPU backend (LLVM) optimisation level for the lab's programs. Level 1 compiles much
+# faster than the default and runs as fast; level 0 runs several times slower
+# (benchmarks/README.md).
 CPU_OPTIMIZATION_LEVEL = 1
-# The init program runs once, in milliseconds: level 0 compiles it ~0.5 s faster. (Turning
-# XLA-CPU's fusion emitters off too saves another ~0.3 s, but then a one-device init differs
-# from a several-device one in the last bit for some networks.)
+# Programs that run rarely (init, evaluation) compile faster at level 0. (Turning XLA-CPU's
+# fusion emitters off too compiles faster still, but then a one-device init differs from a
+# several-device one in the last bit for some networks.)
 CPU_INIT_OPTIONS = {"xla_backend_optimization_level": 0}
 
 
@@ -249,19 +275,26 @@ def is_main_process() -> bool:
 
 
 def enable_compilation_cache(directory: str | os.PathLike | None = DEFAULT_CACHE_DIR) -> Path | None:
-    """Turns on JAX's persistent compilation cache in `directory` (None turns it off), and
-    the lab's program cache beside it (`purejaxrl_lab.programs`).
+    """Turns on JAX's persistent compilation cache in `directory` (None turns it off).
 
-    Every program is cached, however quick to compile, so a second identical run
-    loads its programs instead of tracing, lowering and compiling them.
+    Every program is cached, however quick to compile, so a second identical run loads its
+    compiled programs instead of compiling them (it still traces and lowers them).
+
+    Raises:
+      ValueError: the directory cannot be created or written.
     """
     if directory is None:
         jax.config.update("jax_enable_compilation_cache", False)
-        programs.set_directory(None)
         return None
     directory = Path(directory).expanduser()
-    directory.mkdir(parents=True, exist_ok=True)
-    programs.set_directory(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"cache_dir={str(directory)!r} is not allowed: cannot create it or write "
+                         f"there ({e.strerror or e})") from None
     jax.config.update("jax_enable_compilation_cache", True)
     jax.config.update("jax_compilation_cache_dir", str(directory))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

@@ -1,9 +1,12 @@
 import pytest
 
-import purejaxrl_lab  # noqa: F401  first, as users import it: one CPU device per core
+import purejaxrl_lab
+
+purejaxrl_lab.use_cpu_cores()  # before anything runs on a device: one CPU device per core
+
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-from agents import ppo
+from agents import ppo  # noqa: E402
 
 # One small configuration shared across tests, so its programs compile once per process.
 SMALL = ppo.Config(total_timesteps=4 * 32 * 6, num_envs=4, num_steps=32, update_epochs=2,

@@ -1,55 +1,89 @@
+"""The command line: bad input (one line, exit 2, no traceback) and commands, in-process through
+`cli.main(argv)`; the real entry point in a subprocess once."""
+
 import json
 import os
 import subprocess
 import sys
-
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from purejaxrl_lab import claims, cli
+
 # The compilation cache goes to a temporary XDG cache home, not the user's.
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "XDG_CACHE_HOME": tempfile.mkdtemp(prefix="pjl-cache-")}
+# The config of tests.conftest.SMALL, on the command line; no compilation cache in-process
+# (it is a process-wide JAX setting).
 SMALL = ["--total-timesteps", "768", "--num-envs", "4", "--num-steps", "32", "--update-epochs", "2",
-         "--num-minibatches", "2", "--num-chunks", "3", "--no-progress"]
+         "--num-minibatches", "2", "--num-chunks", "3", "--no-progress", "--no-compilation-cache"]
 
 
-def cli(*args, cwd=None, env=None):
-    return subprocess.run([sys.executable, "-m", "purejaxrl_lab", *args], capture_output=True,
-                          text=True, env=env or ENV, cwd=cwd, timeout=600)
+def run_cli(capsys, *args):
+    """(exit status, stdout, stderr) of `purejaxrl-lab ARGS` run in this process."""
+    status = cli.main(list(map(str, args)))
+    out, err = capsys.readouterr()
+    return status, out, err
 
 
-def test_train_end_to_end(tmp_path):
-    out = tmp_path / "run"
-    p = cli("train", "ppo", "--env", "CartPole-v1", "--seeds", "2", "--out", str(out),
-            "--total-timesteps", "1024", "--num-steps", "64", "--no-progress")
+def one_line_error(capsys, *args) -> str:
+    status, _, err = run_cli(capsys, *args)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert status == 2 and len(lines) == 1 and lines[0].startswith("purejaxrl-lab: error:"), err
+    return lines[0]
+
+
+def test_train_end_to_end_subprocess(tmp_path):
+    """The installed entry point: trains, saves, plots, evaluates; the compilation cache makes
+    the second identical run compile nothing."""
+    def train(out):
+        return subprocess.run([sys.executable, "-m", "purejaxrl_lab", "train", "ppo", "--seeds", "2",
+                               "--out", str(out), "--total-timesteps", "7.68e2", *SMALL[2:-1]],
+                              capture_output=True, text=True, env=ENV, timeout=600)
+
+    p = train(tmp_path / "run")
     assert p.returncode == 0, p.stderr
+    out = tmp_path / "run"
     assert "final return mean" in p.stdout and f"results: {out}" in p.stdout
-    assert {"summary.json", "metrics.jsonl", "metrics.npz", "curve.png", "log.jsonl",
+    assert "state per seed" in p.stdout and "evaluation return mean" in p.stdout
+    assert {"summary.json", "metrics.jsonl", "metrics.npz", "params.npz", "curve.png", "log.jsonl",
             "checkpoints"} <= {f.name for f in out.iterdir()}
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["num_seeds"] == 2 and summary["config"]["num_steps"] == 64
+    assert summary["num_seeds"] == 2 and summary["config"]["total_timesteps"] == 768
     assert summary["seeds"] == [0, 1] and "jax" in summary["versions"]
-    # The same directory again: refused, results untouched.
-    before = (out / "summary.json").read_text()
-    p = cli("train", "ppo", "--out", str(out), "--total-timesteps", "1024")
-    assert p.returncode == 2 and "already exists" in p.stderr
-    assert (out / "summary.json").read_text() == before
+    assert summary["eval_iterations"] == [2, 4, 6] and summary["compilations"] == 3
+    p = train(tmp_path / "again")
+    assert p.returncode == 0, p.stderr
+    again = json.loads((tmp_path / "again" / "summary.json").read_text())
+    assert again["compilations"] == 0 and again["compilation_cache_hits"] == 3
+    a, b = np.load(out / "metrics.npz"), np.load(tmp_path / "again" / "metrics.npz")
+    for k in a.files:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
 @pytest.mark.parametrize("args, message", [
     (["trian"], "unknown command 'trian'; closest: 'train'"),
+    (["train"], "train needs an AGENT, one of: ppo"),
     (["train", "ppp"], "unknown agent 'ppp'; closest: 'ppo'"),
+    (["train", "no.such.module"], "agent 'no.such.module': no registered agent of that name"),
     (["train", "ppo", "--env", "CartPole-v2"], "closest: 'CartPole-v1'"),
     (["train", "ppo", "--lerning-rate", "1e-3"], "unknown option --lerning-rate; closest: --learning-rate"),
     (["train", "ppo", "--seeds", "0"], "seeds=0 is not allowed"),
     (["train", "ppo", "--num-envs", "0"], "num_envs=0 is not allowed"),
     (["train", "ppo", "--num-envs", "four"], "--num-envs"),
+    (["train", "ppo", "--total-timesteps", "768.5"], "--total-timesteps"),
     (["train", "ppo", "--num-minibatches", "3"], "must divide"),
     (["train", "ppo", "--log-std-init", "0.5"], "continuous action spaces only"),
+    (["train", "ppo", "--preset", "pendullum"], "unknown preset 'pendullum'; closest: 'pendulum'"),
     (["train", "ppo", "--devices", "99"], "devices=99 is not allowed: only"),
+    (["train", "ppo", "--eval-episodes", "0"], "eval_episodes=0 is not allowed"),
     (["train", "ppo", "--log", "tensorbord"], "unknown log sink 'tensorbord'; closest: 'tensorboard'"),
-    (["train", "ppo", "--resume", "no/such/dir"], "resume='no/such/dir' is not allowed"),
+    (["train", "ppo", "--resume", "no/such/dir"], "resume='no/such/dir' is not allowed: no such directory"),
+    (["train", "ppo", "--out", "/proc/x"], "out='/proc/x' is not allowed: cannot create it"),
+    (["train", "ppo", "--cache-dir", "/proc/x", "--out", "{tmp}/run"],
+     "cache_dir='/proc/x' is not allowed: cannot create it"),
     (["train", "ppo", "--num-processes", "2"], "coordinator_address, num_processes and process_id go together"),
     (["sweep", "ppo"], "sweep needs --grid NAME=V1,V2"),
     (["sweep", "ppo", "--grid", "num_envs=4,8"], "num_envs cannot be swept in one compiled program"),
@@ -60,83 +94,101 @@ def test_train_end_to_end(tmp_path):
     (["plot", "no/such/dir"], "holds no summary.json"),
     (["plot"], "dirs"),
 ])
-def test_bad_input_one_line_exit_2(args, message):
-    p = cli(*args)
-    assert p.returncode == 2
-    lines = [l for l in p.stderr.splitlines() if l.strip()]
-    assert len(lines) == 1 and lines[0].startswith("purejaxrl-lab: error:"), p.stderr
-    assert message in lines[0] and "Traceback" not in p.stderr
+def test_bad_input_one_line_exit_2(capsys, tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    line = one_line_error(capsys, *[a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert message in line
+    assert not any(tmp_path.iterdir()), "a refused run leaves no directory behind"
 
 
-def test_list():
-    p = cli("list")
-    assert p.returncode == 0 and "ppo" in p.stdout and "CartPole-v1" in p.stdout
+def test_integral_numbers_in_any_notation():
+    known = cli._known_flags(__import__("agents.ppo").ppo.Config, "train")
+    assert cli._integral_values(["--total-timesteps", "1e5", "--seeds=2e1", "--learning-rate", "1e-3"],
+                                known) == ["--total-timesteps", "100000", "--seeds=20",
+                                           "--learning-rate", "1e-3"]
+    assert cli._integral_values(["--num-envs", "1.5"], known) == ["--num-envs", "1.5"]  # refused later
 
 
-def test_sweep_plot_and_compilation_cache(tmp_path):
-    out = tmp_path / "sweep"
-    p = cli("sweep", "ppo", "--seeds", "2", "--grid", "learning_rate=1e-3,3e-4", "env.length=0.5,1.0",
-            "--out", str(out), "--checkpoint-every", "0", *SMALL)
-    assert p.returncode == 0, p.stderr
-    lines = p.stdout.splitlines()
+def test_help_version_and_list(capsys):
+    status, out, _ = run_cli(capsys)
+    assert status == 2 and "commands:" in out
+    for args in (["--help"], ["train", "--help"], ["sweep", "-h"]):
+        status, out, _ = run_cli(capsys, *args)
+        assert status == 0 and "train AGENT" in out and "sweep AGENT" in out and "plot DIR" in out
+    status, out, _ = run_cli(capsys, "train", "ppo", "--help")
+    assert status == 0 and "--total-timesteps" in out and "--eval-every" in out
+    status, out, _ = run_cli(capsys, "--version")
+    assert status == 0 and out.startswith("purejaxrl-lab 0.")
+    status, out, _ = run_cli(capsys, "list")
+    assert status == 0
+    assert "ppo" in out and "counts env steps; scored by episode_return (higher is better)" in out
+    assert "pendulum" in out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
+    assert "discrete, 2" in lines["CartPole-v1"] and "continuous, shape (1,)" in lines["Pendulum-v1"]
+
+
+def test_out_directories(capsys, tmp_path):
+    # A live run holds its directory: a second run into it is refused before any work.
+    busy = tmp_path / "busy"
+    with claims.Claim(busy):
+        line = one_line_error(capsys, "train", "ppo", "--out", busy, *SMALL)
+        assert f"out='{busy}' is in use by a live run (pid {os.getpid()}" in line
+    # Default directories are unique, even for runs started in the same second.
+    class Args:
+        out, env = None, "CartPole-v1"
+
+    names = {cli._out_dir("ppo", Args).name for _ in range(50)}
+    assert len(names) == 50 and all(n.startswith("ppo-CartPole-v1-") for n in names)
+
+
+def test_sweep_train_plot_and_resume(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    grid = ["--grid", "learning_rate=1e-3,3e-4", "env.length=0.5,1.0"]
+    status, out, err = run_cli(capsys, "sweep", "ppo", "--seeds", "2", *grid, "--out", "sweep",
+                               "--checkpoint-every", "0", *SMALL)
+    assert status == 0, err
+    lines = out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("rank"))
     assert lines[header].split()[:2] == ["rank", "setting"] and lines[header + 2].startswith("1 ")
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["kind"] == "sweep" and summary["num_settings"] == 4 and summary["compilations"] == 2
-    assert summary["programs_cached"] is False
-    assert not (out / "checkpoints").exists()
-    # The same sweep again: both programs come from the caches, lowered (program cache) and
-    # compiled (JAX's persistent compilation cache).
-    again = tmp_path / "again"
-    p = cli("sweep", "ppo", "--seeds", "2", "--grid", "learning_rate=1e-3,3e-4", "env.length=0.5,1.0",
-            "--out", str(again), "--checkpoint-every", "0", *SMALL)
-    assert p.returncode == 0, p.stderr
-    s2 = json.loads((again / "summary.json").read_text())
-    assert s2["compilations"] == 0 and s2["compilation_cache_hits"] == 2 and s2["programs_cached"] is True
-    assert "no tracing (program cache)" in p.stdout
-    a, b = np.load(out / "metrics.npz"), np.load(again / "metrics.npz")
-    for k in a.files:
-        np.testing.assert_array_equal(a[k], b[k])
-    # plot compares directories on one figure
-    run = tmp_path / "run"
-    assert cli("train", "ppo", "--seeds", "2", "--out", str(run), *SMALL).returncode == 0
-    p = cli("plot", str(out), str(run), "--out", str(tmp_path / "figs"))
-    assert p.returncode == 0, p.stderr
-    assert (tmp_path / "figs" / "curves.png").stat().st_size > 5000
-    assert (tmp_path / "figs" / "final_returns.png").stat().st_size > 5000
-    assert "sweep: ppo on CartPole-v1, 2 seeds, 4 settings" in p.stdout
-
-
-def test_resume_after_interruption(tmp_path):
-    out = tmp_path / "run"
-    p = cli("train", "ppo", "--seeds", "2", "--out", str(out), "--checkpoint-every", "1", *SMALL)
-    assert p.returncode == 0, p.stderr
-    finished = np.load(out / "metrics.npz")["loss"].copy()
-    # As if it had died before writing results: resume from the end checkpoint, options
-    # taken from it; a differing shape field is refused by name.
-    for name in ("summary.json", "metrics.npz", "metrics.jsonl"):
-        (out / name).unlink()
-    p = cli("train", "ppo", "--resume", str(out), "--num-envs", "8")
-    assert p.returncode == 2 and "num_envs=8 differs from the checkpoint's 4 (it fixes array shapes)" in p.stderr
-    p = cli("sweep", "ppo", "--resume", str(out))
-    assert p.returncode == 2 and "the checkpoint is of a train run; use `purejaxrl-lab train`" in p.stderr
-    p = cli("train", "ppo", "--resume", str(out), "--no-progress")
-    assert p.returncode == 0, p.stderr
-    np.testing.assert_array_equal(np.load(out / "metrics.npz")["loss"], finished)
-    p = cli("train", "ppo", "--resume", str(out))
-    assert p.returncode == 2 and "that run is complete" in p.stderr
-
-
-def test_sweep_resume(tmp_path):
-    out = tmp_path / "sweep"
-    grid = ["--grid", "ent_coef=0,0.02", "env.length=0.5,1.0"]
-    p = cli("sweep", "ppo", "--seeds", "1", "--out", str(out), "--checkpoint-every", "1", *grid, *SMALL)
-    assert p.returncode == 0, p.stderr
-    finished = np.load(out / "metrics.npz")["loss"].copy()
-    (out / "summary.json").unlink()
-    p = cli("sweep", "ppo", "--resume", str(out), "--no-progress")  # settings from the checkpoint
-    assert p.returncode == 0, p.stderr
-    np.testing.assert_array_equal(np.load(out / "metrics.npz")["loss"], finished)
-    (out / "summary.json").unlink()
-    p = cli("sweep", "ppo", "--resume", str(out), "--grid", "ent_coef=0,0.03", "env.length=0.5,1.0")
-    assert p.returncode == 2 and "settings=" in p.stderr and "differs from the checkpoint's" in p.stderr
+    summary = json.loads(Path("sweep/summary.json").read_text())
+    assert summary["kind"] == "sweep" and summary["num_settings"] == 4 and summary["compilations"] == 3
+    assert not Path("sweep/checkpoints").exists()
+    # A run, checkpointed every chunk; then as if it had died before writing results.
+    status, _, err = run_cli(capsys, "train", "ppo", "--seeds", "2", "--out", "run",
+                             "--checkpoint-every", "1", *SMALL)
+    assert status == 0, err
+    finished = np.load("run/metrics.npz")["loss"].copy()
+    line = one_line_error(capsys, "train", "ppo", "--out", "run", *SMALL)
+    assert "out='run' already holds a finished run's results; choose a new directory" in line
+    line = one_line_error(capsys, "train", "ppo", "--resume", "run")
+    assert "that run is complete; its results are in run" in line
+    for name in ("summary.json", "metrics.npz", "metrics.jsonl", "params.npz"):
+        Path("run", name).unlink()
+    line = one_line_error(capsys, "train", "ppo", "--out", "run", *SMALL)
+    assert "already holds a run's checkpoints; --resume run continues that run" in line
+    line = one_line_error(capsys, "train", "ppo", "--resume", "run", "--num-envs", "8")
+    assert "num_envs=8 differs from the checkpoint's 4 (it fixes array shapes)" in line
+    line = one_line_error(capsys, "sweep", "ppo", "--resume", "run")
+    assert "the checkpoint is of a train run; use `purejaxrl-lab train`" in line
+    # --resume takes the results directory or its checkpoints/.
+    status, _, err = run_cli(capsys, "train", "ppo", "--resume", "run/checkpoints", "--no-progress",
+                             "--no-compilation-cache")
+    assert status == 0, err
+    np.testing.assert_array_equal(np.load("run/metrics.npz")["loss"], finished)
+    # plot compares directories on one figure.
+    status, out, err = run_cli(capsys, "plot", "sweep", "run", "--out", "figs", "--smoothing", "2")
+    assert status == 0, err
+    assert Path("figs/curves.png").is_file() and Path("figs/final_scores.png").is_file()
+    assert "sweep: ppo on CartPole-v1, 2 seeds, 4 settings" in out
+    # The sweep's settings come from its checkpoint when it resumes.
+    status, _, err = run_cli(capsys, "sweep", "ppo", "--seeds", "1", "--out", "s2", "--checkpoint-every",
+                             "1", "--grid", "ent_coef=0,0.02", *SMALL)
+    assert status == 0, err
+    finished = np.load("s2/metrics.npz")["loss"].copy()
+    Path("s2/summary.json").unlink()
+    line = one_line_error(capsys, "sweep", "ppo", "--resume", "s2", "--grid", "ent_coef=0,0.03")
+    assert "settings=" in line and "differs from the checkpoint's" in line
+    status, _, err = run_cli(capsys, "sweep", "ppo", "--resume", "s2", "--no-progress",
+                             "--no-compilation-cache")
+    assert status == 0, err
+    np.testing.assert_array_equal(np.load("s2/metrics.npz")["loss"], finished)

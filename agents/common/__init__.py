@@ -1,4 +1,4 @@
-"""Pieces shared by every agent: networks, returns, losses, optimiser, config checks."""
+"""Pieces shared by every agent: the contract, networks, returns, losses, optimiser, config checks."""
 
 from agents.common.config import (
     ONLY_CONTINUOUS,
@@ -8,8 +8,10 @@ from agents.common.config import (
     check_positive_int,
     check_real,
     invalid,
+    normalize_fields,
     with_overrides,
 )
+from agents.common.contract import ACT_INPUTS, AgentModule, Score, check_agent_module
 from agents.common.losses import approx_kl, clip_fraction, clipped_surrogate_loss, value_loss
 from agents.common.networks import ACTIVATIONS, MLP, ActorCritic
 from agents.common.optim import linear_schedule, make_optimizer
@@ -18,6 +20,11 @@ from agents.common.types import Agent
 
 __all__ = [
     "ACTIVATIONS",
+    "ACT_INPUTS",
+    "AgentModule",
+    "Score",
+    "check_agent_module",
+    "normalize_fields",
     "MLP",
     "ONLY_CONTINUOUS",
     "ONLY_DISCRETE",

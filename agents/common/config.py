@@ -1,9 +1,18 @@
-"""Validation for frozen agent configs: every error names the field, the value and what is allowed."""
+"""Frozen agent configs: validation, nested fields and overrides.
+
+Every error names the field, the value and what is allowed. Configs may nest (a field
+whose value is itself a config dataclass); nested fields are named with dots,
+"network.hidden_sizes", in overrides, sweeps, checkpoints and on the command line
+(`--network.hidden-sizes 32 32`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import types
+import typing
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,17 +52,124 @@ def check_choice(config, name: str, choices) -> None:
         raise unknown_name_error(f"{name}", str(value), list(choices))
 
 
+# --------------------------------------------------------------------------- types
+
+
+def _is_config(value) -> bool:
+    return dataclasses.is_dataclass(value) and not isinstance(value, type)
+
+
+@functools.lru_cache(maxsize=None)
+def _field_types(config_cls) -> dict[str, Any]:
+    return typing.get_type_hints(config_cls)
+
+
+def _coerce(name: str, value: Any, kind: Any):
+    """`value` as a field of type `kind`: an integral float is an int (1e5 -> 100000), an int
+    is a float, a list is a tuple, a mapping is a nested config; otherwise a clear error."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(name, value, inner[0]) if len(inner) == 1 else value
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise invalid(name, value, "expected True or False")
+        return value
+    if kind is int:
+        if isinstance(value, float) and math.isfinite(value) and value == int(value):
+            return int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise invalid(name, value, "expected an integer")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise invalid(name, value, "expected a number")
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise invalid(name, value, "expected a string")
+        return value
+    if origin is tuple:
+        if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)):
+            raise invalid(name, value, "expected a tuple of values, e.g. (64, 64)")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(name, v, args[0]) for v in value)
+        return tuple(value)
+    if dataclasses.is_dataclass(kind):
+        if isinstance(value, kind):
+            return value
+        if isinstance(value, Mapping):
+            return with_overrides(kind(), value)
+        raise invalid(name, value, f"expected a {kind.__name__} or a mapping of its fields")
+    return value
+
+
+def normalize_fields(config) -> None:
+    """Brings every field of a frozen config to its annotated type, in place; call it first in
+    `__post_init__`. Integral floats become ints (`total_timesteps=1e5`), ints floats, lists
+    tuples, mappings nested configs; a value of another type raises, naming the field."""
+    hints = _field_types(type(config))
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        fixed = _coerce(f.name, value, hints.get(f.name, Any))
+        if fixed is not value:
+            object.__setattr__(config, f.name, fixed)
+
+
+# --------------------------------------------------------------------------- nested names
+
+
 def field_names(config_cls) -> list[str]:
+    """The top-level field names of a config class."""
     return [f.name for f in dataclasses.fields(config_cls)]
 
 
+def flatten(config, prefix: str = "") -> dict[str, Any]:
+    """Dotted name -> value of every leaf field ("network.hidden_sizes"), in field order.
+    Also takes the nested dict `dataclasses.asdict` gives."""
+    items = (config.items() if isinstance(config, Mapping)
+             else ((f.name, getattr(config, f.name)) for f in dataclasses.fields(config)))
+    out = {}
+    for name, value in items:
+        if _is_config(value) or isinstance(value, Mapping):
+            out.update(flatten(value, f"{prefix}{name}."))
+        else:
+            out[f"{prefix}{name}"] = value
+    return out
+
+
 def with_overrides(config, overrides: Mapping[str, Any]):
-    """`dataclasses.replace` that names unknown fields with their closest matches."""
+    """`dataclasses.replace` for nested configs: names may be dotted ("network.hidden_sizes")
+    or nested mappings; unknown names raise with their closest matches."""
+    nested: dict[str, dict] = {}
+    top: dict[str, Any] = {}
     names = field_names(type(config))
-    for name in overrides:
-        if name not in names:
-            raise unknown_name_error(f"config field of {type(config).__qualname__}", name, names)
-    return dataclasses.replace(config, **overrides)
+    for name, value in overrides.items():
+        if not isinstance(name, str):
+            raise invalid("config field", name, "expected a field name (a string)")
+        head, dot, rest = name.partition(".")
+        if head not in names:
+            raise unknown_name_error(f"config field of {type(config).__qualname__}", name,
+                                     list(flatten(config)) + names)
+        inner = getattr(config, head)
+        if dot or (isinstance(value, Mapping) and _is_config(inner)):
+            if not _is_config(inner):
+                raise unknown_name_error(f"config field of {type(config).__qualname__}", name,
+                                         list(flatten(config)))
+            nested.setdefault(head, {}).update({rest: value} if dot else dict(value))
+        else:
+            top[head] = value
+    for head, values in nested.items():
+        top[head] = with_overrides(top.get(head, getattr(config, head)), values)
+    return dataclasses.replace(config, **top)
+
+
+def config_from_dict(config_cls, values: Mapping[str, Any]):
+    """Rebuilds a config from `dataclasses.asdict` output read back from JSON (nested dicts,
+    lists for tuples); unknown names raise with their closest matches."""
+    return with_overrides(config_cls(), values)
 
 
 def check_action_space(config, discrete: bool, env_name: str) -> None:
@@ -74,15 +190,3 @@ def check_action_space(config, discrete: bool, env_name: str) -> None:
                 f"this option applies to {only} action spaces only, and {env_name} has "
                 f"{kind} actions (leave it at {f.default!r})",
             )
-
-
-def config_from_dict(config_cls, values: Mapping[str, Any]):
-    """Rebuilds a config from `dataclasses.asdict` output read back from JSON (lists -> tuples
-    where the default is a tuple); unknown names raise with their closest matches."""
-    default = config_cls()
-    fixed = {}
-    for name, value in values.items():
-        if isinstance(getattr(default, name, None), tuple) and isinstance(value, list):
-            value = tuple(value)
-        fixed[name] = value
-    return with_overrides(default, fixed)

@@ -1,0 +1,152 @@
+"""The agent contract: what an agent module declares, so that the lab can run any family.
+
+An agent is a module (`agents/ppo.py` is the example) with these names:
+
+    Config       a frozen dataclass, one docstring per field; it may nest (sub-dataclasses
+                 such as `network` or `search`). Every field has a default. Properties:
+                   num_iterations       iterations of `update` in a run;
+                   units_per_iteration  how many units one iteration consumes;
+                   unit                 what those units are: "env steps", "rounds", "tokens",
+                                        "examples" (the x-axis of curves and of throughput).
+                 Optional class attribute SHAPE_FIELDS: the (dotted) names of fields that fix
+                 array shapes, so that errors can say so.
+    PRESETS      name -> Config: named configurations (may be empty).
+    HParams      the dataclass of tunable hyperparameters, held as arrays in `state.hparams`
+                 (float or int fields, each named like the top-level Config field it comes
+                 from). A vmap over states with different values sweeps them in one program;
+                 every other config field is fixed when the program is built.
+    SCORE        `Score(metric, higher_is_better, ...)`: the metric that results summarise as
+                 the final score, rank sweeps by, and show in progress bars, tables and plots.
+    NAN_METRICS  metric names that may be NaN by design (e.g. no episode ended this
+                 iteration); other non-finite metrics are reported as a problem.
+    ACT_INPUT    what `act` takes as `x`: "observation" (an environment observation, batched
+                 or not) or "env_state" (the environment's state, e.g. for a search agent; a
+                 prompt for a sequence model is its environment's observation).
+    make(config, env, env_params) -> Agent(init, update, act)
+    make_train(config, env, env_params) -> train(key) -> (final state, metrics [iteration])
+
+The functions of `Agent` (`agents.common.types`):
+
+    init(key, hparams=None) -> state       state.params: everything `act` needs;
+                                           state.hparams: an `HParams` of arrays
+    update(state) -> (state, metrics)      one iteration; metrics: flat dict of scalars,
+                                           reduced in the graph
+    act(params, x, key, deterministic=False) -> action
+
+`check_agent_module(module)` checks the names above; the lab calls it whenever it resolves
+an agent and reports what is missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from types import ModuleType
+from typing import Any, Callable, Protocol, runtime_checkable
+
+ACT_INPUTS = ("observation", "env_state")
+
+
+@dataclasses.dataclass(frozen=True)
+class Score:
+    """What an agent's results are judged by.
+
+    Attributes:
+      metric: the name of a per-iteration metric of `update`.
+      higher_is_better: False for a cost such as regret or loss.
+      weight: optional name of a per-iteration count metric (e.g. "episodes") that says how
+        many events the iteration's value averages; the final score then weights each
+        iteration by it, so every event counts the same.
+      label: how tables and plots name the score ("return"); default: the metric's name.
+    """
+
+    metric: str
+    higher_is_better: bool = True
+    weight: str | None = None
+    label: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.label or self.metric.replace("_", " ")
+
+
+@runtime_checkable
+class AgentModule(Protocol):
+    """The names an agent module declares (see the module docstring)."""
+
+    Config: type
+    PRESETS: dict
+    HParams: type
+    SCORE: Score
+    NAN_METRICS: tuple
+    ACT_INPUT: str
+    make: Callable[..., Any]
+    make_train: Callable[..., Any]
+
+
+_DESCRIPTIONS = {
+    "Config": "a frozen dataclass of settings",
+    "PRESETS": "a dict of named Configs (may be empty)",
+    "HParams": "the dataclass of tunable hyperparameters held in state.hparams",
+    "SCORE": "agents.common.Score(metric, higher_is_better)",
+    "NAN_METRICS": "a tuple of metric names that may be NaN by design (may be empty)",
+    "ACT_INPUT": f"what act takes: one of {ACT_INPUTS}",
+    "make": "make(config, env, env_params) -> Agent(init, update, act)",
+    "make_train": "make_train(config, env, env_params) -> train(key)",
+}
+CONFIG_PROPERTIES = ("num_iterations", "units_per_iteration", "unit")
+
+
+def check_agent_module(module: ModuleType) -> None:
+    """Raises a ValueError naming everything `module` lacks of the agent contract."""
+    name = getattr(module, "__name__", repr(module))
+    problems = [f"{attr} ({what})" for attr, what in _DESCRIPTIONS.items()
+                if not hasattr(module, attr)]
+    if not problems:
+        problems += _check_values(module)
+    if problems:
+        raise ValueError(f"agent module {name!r} does not follow the agent contract "
+                         f"(agents.common.contract): missing or wrong: " + "; ".join(problems))
+
+
+def _check_values(module) -> list[str]:
+    out = []
+    config_cls = module.Config
+    if not (inspect.isclass(config_cls) and dataclasses.is_dataclass(config_cls)):
+        return [f"Config ({_DESCRIPTIONS['Config']}), got {config_cls!r}"]
+    try:
+        config = config_cls()
+    except Exception as e:  # noqa: BLE001 - reported, whatever it is
+        return [f"Config() (every field needs a default): {type(e).__name__}: {e}"]
+    for prop in CONFIG_PROPERTIES:
+        if not hasattr(config, prop):
+            out.append(f"Config.{prop} (a property)")
+    if hasattr(config, "unit") and not isinstance(config.unit, str):
+        out.append(f"Config.unit (a string such as 'env steps'), got {config.unit!r}")
+    if not isinstance(module.PRESETS, dict) or not all(
+            isinstance(p, config_cls) for p in module.PRESETS.values()):
+        out.append(f"PRESETS ({_DESCRIPTIONS['PRESETS']})")
+    if not (inspect.isclass(module.HParams) and dataclasses.is_dataclass(module.HParams)):
+        out.append(f"HParams ({_DESCRIPTIONS['HParams']})")
+    if not isinstance(module.SCORE, Score):
+        out.append(f"SCORE ({_DESCRIPTIONS['SCORE']}), got {module.SCORE!r}")
+    nan = module.NAN_METRICS
+    if isinstance(nan, str) or not isinstance(nan, (tuple, list, frozenset, set)):
+        out.append(f"NAN_METRICS ({_DESCRIPTIONS['NAN_METRICS']}), got {nan!r}")
+    if module.ACT_INPUT not in ACT_INPUTS:
+        out.append(f"ACT_INPUT ({_DESCRIPTIONS['ACT_INPUT']}), got {module.ACT_INPUT!r}")
+    for fn in ("make", "make_train"):
+        if not callable(getattr(module, fn)):
+            out.append(f"{fn} ({_DESCRIPTIONS[fn]})")
+    return out
+
+
+def shape_fields(config) -> frozenset[str]:
+    """The dotted names of fields that fix array shapes, from the SHAPE_FIELDS of the config
+    class and of its nested configs."""
+    out = set(getattr(type(config), "SHAPE_FIELDS", ()))
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            out |= {f"{f.name}.{n}" for n in shape_fields(value)}
+    return frozenset(out)

@@ -1,0 +1,145 @@
+"""Evaluating a policy: whole episodes on fresh environments, in one compiled program.
+
+`episodes` is the pure function (used between chunks of a run, for every run of the batch
+at once); `evaluate` is the user-facing call on a `Policy` or a saved run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# The evaluation keys are drawn from the seed's key folded with this, then with the number
+# of iterations done: they never touch the training keys, so a run with evaluation trains
+# exactly as one without, and a resumed run evaluates as the uninterrupted one.
+EVAL_STREAM = 0x5EED_E7A1
+# Episodes of an environment without `max_steps_in_episode` stop after this many steps.
+DEFAULT_MAX_STEPS = 10_000
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class Episodes:
+    returns: jax.Array  # [num_episodes] undiscounted return of each episode
+    lengths: jax.Array  # [num_episodes] steps of each episode (at most max_steps)
+
+
+def max_steps(env_params):
+    """How long an evaluation episode may last: the environment's time limit (an array when
+    it is swept)."""
+    return getattr(env_params, "max_steps_in_episode", DEFAULT_MAX_STEPS)
+
+
+def episodes(key: jax.Array, act: Callable, params: Any, env, env_params, num_episodes: int,
+             act_input: str = "observation", deterministic: bool = True,
+             limit: int | None = None) -> Episodes:
+    """Runs `num_episodes` episodes of `act` on fresh environments, side by side.
+
+    Each environment runs until its first episode ends (or `limit` steps, by default the
+    environment's `max_steps_in_episode`); steps after the end are not counted.
+
+    Args:
+      key: PRNG key for the resets, the environments' steps and sampled actions.
+      act: `act(params, x, key, deterministic)`, x an observation or an environment state
+        (`act_input`), unbatched.
+      params: what `act` needs (`state.params` of one run).
+      env, env_params: a gymnax environment (the unwrapped one the agent was made for).
+    """
+    limit = max_steps(env_params) if limit is None else limit
+    key_reset, key_run = jax.random.split(key)
+    obs, state = jax.vmap(env.reset, in_axes=(0, None))(
+        jax.random.split(key_reset, num_episodes), env_params)
+    zeros = jnp.zeros(num_episodes, jnp.float32)
+    carry = (obs, state, jnp.zeros(num_episodes, bool), zeros, jnp.zeros(num_episodes, jnp.int32),
+             key_run, jnp.int32(0))
+    limit = jnp.asarray(limit)
+
+    def running(carry):
+        *_, ended, _, _, _, t = carry
+        return jnp.logical_and(~jnp.all(ended), t < limit)
+
+    def step(carry):
+        obs, state, ended, returns, lengths, key, t = carry
+        key, key_act, key_step = jax.random.split(key, 3)
+        x = obs if act_input == "observation" else state
+        action = jax.vmap(act, in_axes=(None, 0, 0, None))(
+            params, x, jax.random.split(key_act, num_episodes), deterministic)
+        obs, state, reward, terminated, truncated, _ = jax.vmap(
+            env.step, in_axes=(0, 0, 0, None))(jax.random.split(key_step, num_episodes), state,
+                                               action, env_params)
+        live = ~ended
+        returns = returns + jnp.where(live, reward.astype(jnp.float32), 0.0)
+        lengths = lengths + live.astype(jnp.int32)
+        ended = ended | terminated | truncated
+        return obs, state, ended, returns, lengths, key, t + 1
+
+    _, _, _, returns, lengths, _, _ = jax.lax.while_loop(running, step, carry)
+    return Episodes(returns, lengths)
+
+
+def eval_key(seed_key: jax.Array, iterations_done: jax.Array) -> jax.Array:
+    """The key of the evaluation after `iterations_done` iterations of the run of `seed_key`."""
+    return jax.random.fold_in(jax.random.fold_in(seed_key, EVAL_STREAM), iterations_done)
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """Returns of a policy over fresh episodes.
+
+    Attributes:
+      mean: mean return; ci95: its 95% bootstrap confidence interval.
+      returns, lengths: per episode [episodes].
+    """
+
+    mean: float
+    ci95: tuple[float, float]
+    returns: np.ndarray
+    lengths: np.ndarray
+
+    def __str__(self) -> str:
+        return (f"mean return {self.mean:.4g} (95% CI [{self.ci95[0]:.4g}, {self.ci95[1]:.4g}]) "
+                f"over {len(self.returns)} episodes")
+
+
+def evaluate(policy, env: Any = None, episodes: int = 100, seed: int = 0, seed_of_run: int = 0,
+             setting: int | None = None, deterministic: bool = True) -> Evaluation:
+    """The mean return of a policy over `episodes` fresh episodes, with a 95% CI.
+
+    Args:
+      policy: a `Policy` (`results.policy(seed)`, `load_policy(...)`) or a results or
+        checkpoint directory (then `seed_of_run` and `setting` choose its policy).
+      env: an environment id or `(env, env_params)`; default: the one the policy trained on,
+        with its parameters.
+      episodes: how many episodes (run side by side in one compiled program).
+      seed: seed of the evaluation's own randomness (resets, sampled actions).
+      deterministic: act greedily (the default) or sample.
+    """
+    from purejaxrl_lab import stats
+    from purejaxrl_lab.checkpoint import Policy, load_policy
+    from purejaxrl_lab.plan import resolve_env
+
+    if isinstance(policy, (str, Path)):
+        policy = load_policy(policy, seed=seed_of_run, setting=setting)
+    if not isinstance(policy, Policy):
+        raise ValueError(f"policy={policy!r} is not allowed: expected a Policy or a results directory")
+    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
+        raise ValueError(f"episodes={episodes!r} is not allowed: expected an integer >= 1")
+    _, env_obj, env_params = resolve_env(policy.env if env is None else env)
+    if env is None:  # the parameters the policy trained with
+        from purejaxrl_lab.grid import split
+
+        env_params = env_params.replace(**{**policy.env_params, **split(policy.setting)[1]})
+    run = jax.jit(lambda key, params: _episodes(key, policy.act, params, env_obj, env_params,
+                                                episodes, policy.act_input, deterministic))
+    out = run(jax.random.key(seed), policy.params)
+    returns, lengths = np.asarray(out.returns), np.asarray(out.lengths)
+    low, high = stats.bootstrap_ci(returns, stats.mean)
+    return Evaluation(float(returns.mean()), (float(low), float(high)), returns, lengths)
+
+
+_episodes = episodes  # `evaluate`'s argument `episodes` shadows the function

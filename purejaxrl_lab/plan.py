@@ -1,0 +1,315 @@
+"""Resolving and checking a run before anything compiles: `prepare` -> `Plan`.
+
+Every input of `run` and `sweep` is checked here, and bad input raises a ValueError naming
+the field, the value and what is allowed. What the lab knows of an agent is what the agent
+module declares (`agents.common.contract`), checked when the agent is resolved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import jax
+import numpy as np
+
+import agents
+import envs
+from agents.common import check_agent_module, with_overrides
+from agents.common.config import flatten
+from agents.common.contract import shape_fields
+from purejaxrl_lab import checkpoint as ckpt
+from purejaxrl_lab import grid as grid_lib
+from purejaxrl_lab import runtime
+
+# Evaluations per run when `eval_every` is left to the lab.
+EVALUATIONS_PER_RUN = 10
+
+
+# --------------------------------------------------------------------------- resolving inputs
+
+
+def resolve_agent(agent: str | ModuleType) -> tuple[str, ModuleType]:
+    """-> (name, module): a registered name, an importable module path, or a module."""
+    if isinstance(agent, str):
+        return agent, agents.get(agent)
+    if isinstance(agent, ModuleType):
+        check_agent_module(agent)
+        return agents.name_of(agent), agent
+    raise ValueError(f"agent={agent!r} is not allowed: expected a name from "
+                     f"{agents.available()}, a module path, or an agent module")
+
+
+def module_of(name: str, module_path: str | None = None) -> ModuleType:
+    """The agent module a saved run names: registered, else by its recorded module path."""
+    try:
+        return agents.get(name)
+    except ValueError:
+        if module_path is None:
+            raise
+        check_agent_module(module := importlib.import_module(module_path))
+        return module
+
+
+def resolve_config(module: ModuleType, config: Any):
+    """None (defaults), a Config, a mapping of (dotted) field overrides, or a preset's name."""
+    if config is None:
+        return module.Config()
+    if isinstance(config, module.Config):
+        return config
+    if isinstance(config, str):
+        if config not in module.PRESETS:
+            raise envs.unknown_name_error(f"preset of {module.__name__}", config, list(module.PRESETS))
+        return module.PRESETS[config]
+    if isinstance(config, Mapping):
+        return with_overrides(module.Config(), config)
+    raise ValueError(f"config={config!r} is not allowed: expected None, a "
+                     f"{module.__name__}.Config, a mapping of field overrides or a preset name "
+                     f"({', '.join(module.PRESETS) or 'none'})")
+
+
+def resolve_env(env: Any):
+    """-> (env id or name, env, env_params) from an id or an (env, env_params) pair."""
+    if isinstance(env, str):
+        return (env, *envs.make(env))
+    if isinstance(env, tuple) and len(env) == 2:
+        env_obj, env_params = env
+        if isinstance(env_obj, str):
+            raise ValueError(f"env=({env_obj!r}, ...) is not allowed: pass the id alone "
+                             f"(env={env_obj!r}) or an environment object with its parameters "
+                             f"(envs.make({env_obj!r}))")
+        missing = [m for m in ("reset", "step", "action_space", "observation_space")
+                   if not callable(getattr(env_obj, m, None))]
+        if missing:
+            raise ValueError(f"env=({env_obj!r}, ...) is not allowed: expected a gymnax "
+                             f"environment (it has no {', '.join(missing)})")
+        if not dataclasses.is_dataclass(env_params) or isinstance(env_params, type):
+            raise ValueError(f"env=(..., {env_params!r}) is not allowed: expected the "
+                             f"environment's parameters (env.default_params), a dataclass")
+        return (getattr(env_obj, "name", type(env_obj).__name__), env_obj, env_params)
+    raise ValueError(f"env={env!r} is not allowed: expected an environment id "
+                     f"(see envs.registered()) or an (env, env_params) pair")
+
+
+def resolve_seeds(seeds: int | Sequence[int]) -> list[int]:
+    if isinstance(seeds, bool):
+        raise ValueError(f"seeds={seeds!r} is not allowed: expected an integer >= 1 or a list of integers")
+    if isinstance(seeds, (int, np.integer)):
+        if seeds < 1:
+            raise ValueError(f"seeds={seeds!r} is not allowed: expected an integer >= 1")
+        return list(range(int(seeds)))
+    if isinstance(seeds, Sequence) and seeds and all(
+        isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0 for s in seeds
+    ):
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds={list(seeds)!r} is not allowed: seeds must be distinct")
+        return [int(s) for s in seeds]
+    raise ValueError(f"seeds={seeds!r} is not allowed: expected an integer >= 1 or a "
+                     f"non-empty list of distinct non-negative integers")
+
+
+def _positive_int(name: str, value: Any, allow_zero: bool = False) -> int:
+    low = 0 if allow_zero else 1
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name}={value!r} is not allowed: expected an integer >= {low}")
+    return int(value)
+
+
+def seed_key_data(seeds: Sequence[int]) -> np.ndarray:
+    """Key data [num_seeds, ...] of `jax.random.key(seed)`: seed i of a batched run is the
+    single run with that key."""
+    return np.stack([np.asarray(jax.random.key_data(jax.random.key(s))) for s in seeds])
+
+
+def tunables(abstract_state) -> dict[str, np.dtype]:
+    """The agent's tunable hyperparameters, the fields of its `state.hparams`, with their dtypes."""
+    hparams = getattr(abstract_state, "hparams", None)
+    if hparams is None:
+        return {}
+    return {f.name: np.dtype(getattr(hparams, f.name).dtype) for f in dataclasses.fields(hparams)}
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """A validated run or sweep, built without compiling anything (see `prepare`)."""
+
+    name: str
+    module: ModuleType
+    config: Any
+    env_id: str
+    env: Any
+    env_params: Any
+    seeds: list[int]
+    settings: list[dict] | None  # None for a plain run
+    dtypes: dict[str, np.dtype]  # swept name -> dtype of its array in the program
+    num_chunks: int
+    devices: list
+    agent: Any  # the Agent `module.make` built for the base config
+    eval_every: int = 0  # chunks between evaluations (and one after the last); 0: none
+    eval_episodes: int = 10
+    checkpoint_dir: Path | None = None
+    checkpoint_every: int = 5
+    resume_step: int | None = None  # the checkpoint to continue from
+
+    @property
+    def num_settings(self) -> int:
+        return 1 if self.settings is None else len(self.settings)
+
+    @property
+    def batch(self) -> int:
+        """Runs trained together: settings x seeds."""
+        return self.num_settings * len(self.seeds)
+
+    def meta(self) -> dict[str, Any]:
+        """What identifies this run in its checkpoints."""
+        return {
+            "format": ckpt.FORMAT, "agent": self.name, "agent_module": self.module.__name__,
+            "env": self.env_id, "config": ckpt.json_ready(dataclasses.asdict(self.config)),
+            "env_params": ckpt.env_params_dict(self.env_params),
+            "seeds": list(self.seeds), "settings": ckpt.json_ready(self.settings),
+            "evaluation": {"every": self.eval_every, "episodes": self.eval_episodes},
+        }
+
+    def env_params_for(self, setting: Mapping[str, Any]):
+        """The environment parameters of a run: env.* values of `setting` (arrays inside a
+        trace) replace the base ones."""
+        env_values = grid_lib.split(setting)[1]
+        return self.env_params.replace(**env_values) if env_values else self.env_params
+
+    def make_agent(self, setting: Mapping[str, Any]):
+        """The agent of one run (its environment parameters set by `setting`)."""
+        if not grid_lib.split(setting)[1]:
+            return self.agent
+        return self.module.make(self.config, self.env, self.env_params_for(setting))
+
+    def init_one(self, key_data: jax.Array, setting: Mapping[str, jax.Array]):
+        hparams = grid_lib.split(setting)[0]
+        agent = self.make_agent(setting)
+        key = jax.random.wrap_key_data(key_data)
+        return agent.init(key, hparams) if hparams else agent.init(key)
+
+    def update_one(self, state, setting: Mapping[str, jax.Array]):
+        return self.make_agent(setting).update(state)
+
+    def inputs(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Host arrays [batch, ...]: each run's key data and setting values."""
+        n = len(self.seeds)
+        key_data = np.tile(seed_key_data(self.seeds), (self.num_settings, 1))
+        settings = {name: np.repeat(np.array([s[name] for s in self.settings], dtype), n)
+                    for name, dtype in self.dtypes.items()}
+        return key_data, settings
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_env_sweep(plan: Plan) -> None:
+    """Traces (does not compile) one update with the env.* values as arrays: an environment
+    that needs one of them as a Python value (a shape, a branch) is refused by name."""
+    names = [n for n in plan.dtypes if n.startswith(grid_lib.ENV_PREFIX)]
+    if not names:
+        return
+    key_data, settings = plan.inputs()
+    spec = lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype)  # noqa: E731
+    try:
+        state = jax.eval_shape(plan.init_one, spec(key_data), {k: spec(v) for k, v in settings.items()})
+        jax.eval_shape(plan.update_one, state, {k: spec(v) for k, v in settings.items()})
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError,
+            jax.errors.TracerIntegerConversionError, TypeError) as e:
+        raise ValueError(
+            f"{', '.join(names)} cannot be swept in one compiled program: {plan.env_id} uses "
+            f"it as a Python value (a shape or a branch), not an array "
+            f"({type(e).__name__}). Run one sweep per value instead") from None
+
+
+def _check_checkpointing(checkpoint_dir, checkpoint_every, resume,
+                         expected_meta: dict, shapes: frozenset[str]) -> dict:
+    checkpoint_every = _positive_int("checkpoint_every", checkpoint_every)
+    out = {"checkpoint_every": checkpoint_every}
+    if resume is not None:
+        if not Path(resume).is_dir():
+            raise ValueError(f"resume={str(resume)!r} is not allowed: no such directory")
+        directory = ckpt.directory_of(resume)
+        if checkpoint_dir is not None and Path(checkpoint_dir).absolute() != directory.absolute():
+            raise ValueError(f"checkpoint_dir={str(checkpoint_dir)!r} is not allowed with "
+                             f"resume={str(resume)!r}: a resumed run keeps checkpointing where it was")
+        store = ckpt.Checkpoints(directory)
+        try:
+            step = store.latest()
+            if step is None:
+                raise ValueError(f"resume={str(resume)!r} is not allowed: it holds no complete "
+                                 f"checkpoint")
+            ckpt.check_resume(store.meta(step), expected_meta, shapes, Path(resume))
+        finally:
+            store.close()
+        out.update(checkpoint_dir=directory.absolute(), resume_step=step)
+    elif checkpoint_dir is not None:
+        directory = Path(checkpoint_dir).absolute()
+        if directory.exists() and not directory.is_dir():
+            raise ValueError(f"checkpoint_dir={str(checkpoint_dir)!r} is not allowed: it is a file")
+        if directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir()):
+            raise ValueError(f"checkpoint_dir={str(checkpoint_dir)!r} already holds checkpoints; "
+                             f"pass resume={str(checkpoint_dir)!r} to continue that run, or choose a "
+                             f"new directory")
+        out.update(checkpoint_dir=directory)
+    return out
+
+
+def _check_tunables(module: ModuleType, config, tunable: Mapping[str, np.dtype]) -> None:
+    """Every field of `state.hparams` names a config field (the contract)."""
+    names = flatten(config)
+    for name in tunable:
+        if name not in names:
+            raise ValueError(f"agent module {module.__name__!r}: state.hparams.{name} names no field "
+                             f"of its Config (agents.common.contract: each tunable hyperparameter "
+                             f"is named like the config field it comes from)")
+
+
+def total_chunks(num_iterations: int, num_chunks: int) -> int:
+    from purejaxrl_lab.calls import chunk_length
+
+    return -(-num_iterations // chunk_length(num_iterations, num_chunks)[0])
+
+
+def prepare(agent: str | ModuleType, config: Any = None, env: Any = "CartPole-v1",
+            seeds: int | Sequence[int] = 1, *, grid: Mapping | None = None,
+            settings: Sequence | Mapping | None = None, sweep: bool = False, num_chunks: int = 20,
+            devices: int | None = None, checkpoint_dir: str | Path | None = None,
+            checkpoint_every: int = 5, resume: str | Path | None = None,
+            eval_every: int | None = None, eval_episodes: int = 10) -> Plan:
+    """Resolves and checks every input of `run` / `sweep`; raises ValueError, compiles nothing.
+
+    `eval_every=None` evaluates about `EVALUATIONS_PER_RUN` times per run; 0 never.
+    """
+    name, module = resolve_agent(agent)
+    config = resolve_config(module, config)
+    env_id, env_obj, env_params = resolve_env(env)
+    seed_list = resolve_seeds(seeds)
+    num_chunks = _positive_int("num_chunks", num_chunks)
+    eval_episodes = _positive_int("eval_episodes", eval_episodes)
+    chunks = total_chunks(config.num_iterations, num_chunks)
+    if eval_every is None:
+        eval_every = max(1, round(chunks / EVALUATIONS_PER_RUN))
+    eval_every = _positive_int("eval_every", eval_every, allow_zero=True)
+    built = module.make(config, env_obj, env_params)  # validates the config against the env
+    tunable = tunables(jax.eval_shape(built.init, jax.random.key(0)))  # traces only
+    _check_tunables(module, config, tunable)
+    shapes = shape_fields(config)
+    swept, dtypes = None, {}
+    if sweep or grid is not None or settings is not None:
+        swept = grid_lib.expand(grid, settings)
+        dtypes = grid_lib.check(swept, name, config, tunable, shapes, env_params)
+    batch = len(seed_list) * (1 if swept is None else len(swept))
+    plan = Plan(name, module, config, env_id, env_obj, env_params, seed_list, swept, dtypes,
+                num_chunks, runtime.resolve_devices(devices, batch), built,
+                eval_every=eval_every, eval_episodes=eval_episodes)
+    _check_env_sweep(plan)
+    checkpointing = _check_checkpointing(checkpoint_dir, checkpoint_every, resume, plan.meta(), shapes)
+    return dataclasses.replace(plan, **checkpointing)
