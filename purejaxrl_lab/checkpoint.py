@@ -156,7 +156,8 @@ def check_resume(meta: dict[str, Any], expected: dict[str, Any], shape_fields: s
     if meta["env"] != expected["env"]:
         raise ValueError(f"{where} holds a checkpoint on env {meta['env']!r}, not {expected['env']!r}")
     now, saved = flatten(expected["config"]), flatten(meta["config"])
-    differ = [(name, now.get(name), saved.get(name)) for name in sorted(set(now) | set(saved))
+    names = [*now, *(n for n in saved if n not in now)]  # in the config's order
+    differ = [(name, now.get(name), saved.get(name)) for name in names
               if json_ready(now.get(name)) != json_ready(saved.get(name))]
     if differ:
         differ.sort(key=lambda d: d[0] not in shape_fields)  # shape-fixing fields first
@@ -168,8 +169,9 @@ def check_resume(meta: dict[str, Any], expected: dict[str, Any], shape_fields: s
         raise ValueError(f"{where}: config field {detail}")
     for name in ("env_params", "seeds", "settings", "evaluation"):
         if json_ready(meta.get(name)) != json_ready(expected.get(name)):
+            hint = " (num_chunks and eval_every decide it)" if name == "evaluation" else ""
             raise ValueError(f"{where}: {name}={expected.get(name)!r} differs from the checkpoint's "
-                             f"{meta.get(name)!r}")
+                             f"{meta.get(name)!r}{hint}")
 
 
 def json_ready(v):

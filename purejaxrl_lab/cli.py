@@ -339,10 +339,11 @@ def _parse(command: str, argv: list[str]):
             config = config_from_dict(module.Config, meta["config"])
         except ValueError as e:
             raise UsageError(f"resume: {e}") from None
-        evaluation = meta.get("evaluation", {})
+        chunk_len = meta["chunk_length"]
         default = args_type(config=config, env=meta["env"], seeds=len(meta["seeds"]),
-                            eval_every=evaluation.get("every"),
-                            eval_episodes=evaluation.get("episodes", 10))
+                            num_chunks=meta["num_chunks"],
+                            eval_every=meta["evaluation"]["every_iterations"] // chunk_len,
+                            eval_episodes=meta["evaluation"]["episodes"])
     else:
         default = args_type(config=_preset(module, rest))
     args = _tyro(args_type, rest, default=default, prog=f"purejaxrl-lab {command} {argv[0]}")

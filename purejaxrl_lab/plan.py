@@ -167,6 +167,13 @@ class Plan:
         """Runs trained together: settings x seeds."""
         return self.num_settings * len(self.seeds)
 
+    @property
+    def eval_interval(self) -> int:
+        """Iterations between evaluations (0: none)."""
+        from purejaxrl_lab.calls import chunk_length
+
+        return self.eval_every * chunk_length(self.config.num_iterations, self.num_chunks)[0]
+
     def meta(self) -> dict[str, Any]:
         """What identifies this run in its checkpoints."""
         return {
@@ -174,7 +181,8 @@ class Plan:
             "env": self.env_id, "config": ckpt.json_ready(dataclasses.asdict(self.config)),
             "env_params": ckpt.env_params_dict(self.env_params),
             "seeds": list(self.seeds), "settings": ckpt.json_ready(self.settings),
-            "evaluation": {"every": self.eval_every, "episodes": self.eval_episodes},
+            "num_chunks": self.num_chunks,
+            "evaluation": {"every_iterations": self.eval_interval, "episodes": self.eval_episodes},
         }
 
     def env_params_for(self, setting: Mapping[str, Any]):

@@ -12,6 +12,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from flax import struct
 
 import envs
 import purejaxrl_lab as lab
@@ -32,6 +33,8 @@ class CrashAfter:
         self.n, self.seen = n, 0
 
     def log(self, step, scalars):
+        if all(k.startswith("eval_") for k in scalars):  # an evaluation, not an iteration
+            return
         self.seen += 1
         if self.seen > self.n:
             raise Crash
@@ -62,7 +65,7 @@ def test_resume_is_bit_identical(uninterrupted, tmp_path):
     resumed = lab.run("ppo", SMALL, "CartPole-v1", seeds=2, num_chunks=6, progress=False, resume=d)
     assert resumed.resumed_from == 4 and resumed.num_iterations == SMALL.num_iterations
     assert_same(resumed, uninterrupted)
-    # The end checkpoint of the resumed run serves policies.
+    # The end checkpoint of the resumed run serves policies (its params alone are read).
     policy = lab.load_policy(d, seed=1)
     obs = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
     agent_act = lab.prepare("ppo", SMALL, "CartPole-v1").agent.act
@@ -107,6 +110,9 @@ def test_refusals_touch_nothing(tmp_path):
     refused(r"seeds=\[0, 1, 2\] differs from the checkpoint's \[0, 1\]", seeds=3)
     refused(r"resume=.*missing.* is not allowed: no such directory", resume=tmp_path / "missing")
     refused(r"already holds checkpoints; pass resume=", resume=None, checkpoint_dir=d)
+    refused(r"evaluation=\{'every_iterations': 2, 'episodes': 10\} differs from the checkpoint's "
+            r"\{'every_iterations': 3, 'episodes': 10\} \(num_chunks and eval_every decide it\)",
+            eval_every=2)
     with pytest.raises(ValueError, match=r"is not allowed: it holds no complete checkpoint"):
         (tmp_path / "empty").mkdir()
         lab.run("ppo", SMALL, "CartPole-v1", 2, progress=False, resume=tmp_path / "empty")
@@ -114,11 +120,17 @@ def test_refusals_touch_nothing(tmp_path):
     other = tmp_path / "other"
     store = ckpt.Checkpoints(other)
     meta = {**store_meta(d), "agent": "dqn"}
-    store.save(6, {"x": np.zeros(2)}, {"loss": np.zeros((2, 6))}, meta)
+    store.save(6, Tiny(params={"w": np.zeros(2)}, step=np.zeros(2)), {"loss": np.zeros((2, 6))}, meta)
     store.close()
     with pytest.raises(ValueError, match=r"holds a checkpoint of agent 'dqn', not 'ppo'"):
         lab.run("ppo", SMALL, "CartPole-v1", 2, progress=False, resume=other)
     assert snapshot(d) == before
+
+
+@struct.dataclass
+class Tiny:
+    params: dict
+    step: np.ndarray
 
 
 def store_meta(d):

@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import os
 
 import jax
 import numpy as np
@@ -10,7 +11,7 @@ import purejaxrl_lab as lab
 from agents import ppo
 from agents.common import ONLY_DISCRETE, check_action_space
 from purejaxrl_lab import checkpoint as ckpt
-from purejaxrl_lab import runner
+from purejaxrl_lab import calls, plots
 from tests.conftest import SMALL, assert_same
 
 
@@ -23,9 +24,14 @@ def test_run_shapes_and_records(results):
     n = SMALL.num_iterations
     assert results.metrics["loss"].shape == (2, n)
     assert results.seeds == [0, 5]
-    np.testing.assert_array_equal(results.env_steps, SMALL.batch_size * np.arange(1, n + 1))
+    np.testing.assert_array_equal(results.units, SMALL.batch_size * np.arange(1, n + 1))
+    assert results.unit == "env steps" and results.score == ppo.SCORE
     assert results.final_return.shape == (2,)
-    assert results.compile_time > 0 and results.run_time > 0 and results.steps_per_second > 0
+    np.testing.assert_array_equal(results.final_return, results.final_score)
+    assert results.compile_time > 0 and results.run_time > 0 and results.throughput > 0
+    # The state of one run, in bytes: 4 CartPole copies, the networks and Adam's moments.
+    leaves = jax.tree.leaves(ckpt.to_storable(results.final_state))
+    assert results.state_bytes == sum(x.nbytes for x in leaves) // 2
     assert results.config["num_envs"] == SMALL.num_envs
     assert {"jax", "flax", "gymnax", "python"} <= set(results.versions)
     assert results.device["platform"] == jax.devices()[0].platform
@@ -58,37 +64,38 @@ def test_one_run_per_device_is_unbatched_and_equal(results):
 def test_call_sizes():
     # chunks_per_call: at most MAX_CHUNKS_PER_CALL (4), at most the run's chunks, and at most
     # MAX_CALL_METRIC_ENTRIES (2^24) [run, iteration] entries per metric in one call.
-    assert runner.MAX_CHUNKS_PER_CALL == 4 and runner.MAX_CALL_METRIC_ENTRIES == 2**24
-    assert runner.chunks_per_call(976, 61, 1) == 4          # 16 chunks of 61: the cap
-    assert runner.chunks_per_call(6, 3, 2) == 2             # the run has 2 chunks
-    assert runner.chunks_per_call(100, 10, 2**19) == 3      # 2^24 // (2^19 * 10) = 32 // 10 = 3
-    assert runner.chunks_per_call(100, 10, 2**22) == 1      # 2^24 // (2^22 * 10) = 0 -> at least 1
+    assert calls.MAX_CHUNKS_PER_CALL == 4 and calls.MAX_CALL_METRIC_ENTRIES == 2**24
+    assert calls.chunks_per_call(976, 61, 1) == 4          # 16 chunks of 61: the cap
+    assert calls.chunks_per_call(6, 3, 2) == 2             # the run has 2 chunks
+    assert calls.chunks_per_call(100, 10, 2**19) == 3      # 2^24 // (2^19 * 10) = 32 // 10 = 3
+    assert calls.chunks_per_call(100, 10, 2**22) == 1      # 2^24 // (2^22 * 10) = 0 -> at least 1
     # next_call_chunks: one chunk before any measurement, then CALL_SECONDS (1 s) worth.
-    assert runner.CALL_SECONDS == 1.0
-    assert runner.next_call_chunks(4, None) == 1
-    assert runner.next_call_chunks(4, 0.3) == 3             # int(1 / 0.3) = 3
-    assert runner.next_call_chunks(4, 0.1) == 4             # 10, capped at the limit
-    assert runner.next_call_chunks(2, 0.1) == 2
-    assert runner.next_call_chunks(4, 2.0) == 1             # int(0.5) = 0 -> at least 1
+    assert calls.CALL_SECONDS == 1.0
+    assert calls.next_call_chunks(4, None) == 1
+    assert calls.next_call_chunks(4, 0.3) == 3             # int(1 / 0.3) = 3
+    assert calls.next_call_chunks(4, 0.1) == 4             # 10, capped at the limit
+    assert calls.next_call_chunks(2, 0.1) == 2
+    assert calls.next_call_chunks(4, 2.0) == 1             # int(0.5) = 0 -> at least 1
 
 
 def _recording_call_sizes(monkeypatch, call_seconds):
     """Sets CALL_SECONDS and records how many chunks each call of `execute` runs."""
-    monkeypatch.setattr(runner, "CALL_SECONDS", call_seconds)
-    counts, original = [], runner.next_call_chunks
+    monkeypatch.setattr(calls, "CALL_SECONDS", call_seconds)
+    counts, original = [], calls.next_call_chunks
 
     def recording(limit, seconds_per_chunk):
         counts.append(original(limit, seconds_per_chunk))
         return counts[-1]
 
-    monkeypatch.setattr(runner, "next_call_chunks", recording)
+    monkeypatch.setattr(calls, "next_call_chunks", recording)
     return counts
 
 
 def test_grouping_chunks_into_calls_changes_no_number(monkeypatch):
     """The same program runs 1 to 4 chunks per call; how they are grouped changes no bit."""
     def run():
-        return lab.run("ppo", SMALL, "CartPole-v1", seeds=[0, 5], num_chunks=6, progress=False)
+        return lab.run("ppo", SMALL, "CartPole-v1", seeds=[0, 5], num_chunks=6, progress=False,
+                       eval_every=0)
 
     grouped_counts = _recording_call_sizes(monkeypatch, 1e9)
     grouped = run()
@@ -105,35 +112,51 @@ def test_grouping_chunks_into_calls_changes_no_number(monkeypatch):
     np.testing.assert_allclose(grouped.metrics["loss"][1], plain["loss"], rtol=2e-5, atol=1e-6)
 
 
-def test_a_call_ends_where_a_checkpoint_is_due(monkeypatch, tmp_path):
+def test_a_call_ends_where_a_checkpoint_or_an_evaluation_is_due(monkeypatch, tmp_path):
     counts = _recording_call_sizes(monkeypatch, 1e9)
     d = tmp_path / "ckpt"
-    lab.run("ppo", SMALL, "CartPole-v1", seeds=2, num_chunks=6, progress=False, checkpoint_dir=d,
-            checkpoint_every=2)
-    # Checkpoints every 2 chunks of 1 iteration: calls of 1, 1 (no measurement yet), then 2
-    # and 2 (4 would pass the checkpoint due after chunk 4).
-    assert counts == [1, 1, 2, 2]
+    r = lab.run("ppo", SMALL, "CartPole-v1", seeds=2, num_chunks=6, progress=False, checkpoint_dir=d,
+                checkpoint_every=2, eval_every=3)
+    # 6 chunks of 1 iteration, checkpoints after chunks 2, 4, 6 and evaluations after 3 and 6:
+    # calls of 1, 1 (no measurement yet), then 1 (to the evaluation), 1 (to the checkpoint), 2.
+    assert counts == [1, 1, 1, 1, 2]
+    assert r.eval_iterations == [3, 6]
     store = ckpt.Checkpoints(d)
     assert store.manager.all_steps() == [4, 6]  # the newest two are kept
-    assert store.meta(4)["done"] == 4
+    assert store.meta(4)["done"] == 4 and store.meta(4)["eval_iterations"] == [3]
     store.close()
 
 
-def test_final_return_definition():
+def test_final_score_definition():
     metrics = {"episode_return": np.array([[1.0, np.nan, 10.0, 20.0] * 5]),
                "episodes": np.array([[1, 0, 1, 3] * 5])}
-    r = lab.Results(agent="ppo", env="X", config={}, seeds=[0], metrics=metrics, steps_per_iteration=10,
-                    compile_time=1.0, run_time=1.0, versions={}, device={})
+    r = lab.Results(agent="ppo", env="X", config={}, seeds=[0], metrics=metrics, score=ppo.SCORE,
+                    unit="env steps", units_per_iteration=10, compile_time=1.0, run_time=1.0,
+                    versions={}, device={})
     # last 10% of 20 iterations = iterations 18, 19: returns 10 (1 episode) and 20 (3 episodes)
-    np.testing.assert_allclose(r.final_return, [(10 + 3 * 20) / 4])
+    np.testing.assert_allclose(r.final_score, [(10 + 3 * 20) / 4])
+    # Unweighted: the mean of the finite values in the window; NaN where there is none.
+    from purejaxrl_lab.results import area_under_curve, final_scores
+
+    np.testing.assert_allclose(final_scores(np.array([[5.0, 1.0, np.nan, 3.0]] * 2)), [3.0, 3.0])
+    assert np.isnan(final_scores(np.full((1, 4), np.nan)))[0]
+    # Area under the curve: NaN iterations carry the last value (2, 2, 4, 4 -> 3).
+    np.testing.assert_allclose(area_under_curve(np.array([2.0, np.nan, 4.0, np.nan])), 3.0)
 
 
 def test_save_load_roundtrip_and_no_overwrite(results, tmp_path):
     out = results.save(tmp_path / "run")
-    assert {p.name for p in out.iterdir()} == {"summary.json", "metrics.jsonl", "metrics.npz"}
+    assert {p.name for p in out.iterdir()} == {"summary.json", "metrics.jsonl", "metrics.npz",
+                                               "params.npz"}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {p.stat().st_mode & 0o777 for p in out.iterdir()} == {0o666 & ~umask}
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2 * SMALL.num_iterations
     assert set(json.loads(lines[0])) >= {"seed", "iteration", "env_steps", "loss", "episode_return"}
+    # The evaluation made after an iteration is in that iteration's row.
+    last = json.loads(lines[SMALL.num_iterations - 1])
+    assert last["eval_return"] == pytest.approx(float(results.metrics["eval_return"][0, -1]))
     loaded = lab.load(out)
     for k, v in results.metrics.items():
         np.testing.assert_array_equal(loaded.metrics[k], v)
@@ -143,8 +166,10 @@ def test_save_load_roundtrip_and_no_overwrite(results, tmp_path):
     with pytest.raises(FileExistsError):
         results.save(out)
     assert (out / "summary.json").read_text() == before
-    png = results.plot(tmp_path / "curve.png", statistic="mean")
-    assert png.stat().st_size > 5000
+    # The saved params are the final params: the loaded policy acts as the in-memory one.
+    obs = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    np.testing.assert_array_equal(lab.load_policy(out, seed=5)(obs), results.policy(5)(obs))
+    np.testing.assert_array_equal(loaded.policy(5)(obs), results.policy(5)(obs))
 
 
 def test_bad_input_errors_before_compilation():
@@ -190,8 +215,16 @@ def test_non_finite_losses_warn():
     assert "loss" in r.non_finite()
 
 
-def test_plot_carries_last_return_forward():
-    from purejaxrl_lab.results import _forward_fill
-
-    x = np.array([[np.nan, 1.0, np.nan, 3.0, np.nan], [2.0, np.nan, np.nan, np.nan, 5.0]])
-    np.testing.assert_array_equal(_forward_fill(x), [[np.nan, 1, 1, 3, 3], [2, 2, 2, 2, 5]])
+def test_evaluation_changes_no_training_number(results):
+    """Evaluations draw keys of their own: a run without them trains bit for bit the same."""
+    plain = lab.run("ppo", SMALL, "CartPole-v1", seeds=[0, 5], num_chunks=4, progress=False,
+                    eval_every=0)
+    assert "eval_return" not in plain.metrics and plain.eval_iterations == []
+    for k, v in plain.metrics.items():
+        np.testing.assert_array_equal(results.metrics[k], v, err_msg=k)
+    # About ten evaluations per run by default: here 3 chunks of 2 iterations, one after each.
+    assert results.eval_iterations == [2, 4, 6] and results.metrics["eval_return"].shape == (2, 3)
+    lengths = results.metrics["eval_length"]
+    assert np.all(lengths >= 8) and np.all(lengths <= 500)  # CartPole episodes: 8 to 500 steps
+    # CartPole pays 1 per step: a return equals the length (means over the 10 episodes).
+    np.testing.assert_allclose(results.metrics["eval_return"], lengths, rtol=1e-6)
