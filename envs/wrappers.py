@@ -52,10 +52,6 @@ class Wrapper:
     def name(self) -> str:
         return self._env.name
 
-    @property
-    def unwrapped(self):
-        return getattr(self._env, "unwrapped", self._env)
-
     def observation_space(self, params):
         return self._env.observation_space(params)
 

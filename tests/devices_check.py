@@ -1,55 +1,77 @@
-"""Run by tests/test_devices.py in a subprocess with JAX_NUM_CPU_DEVICES=4 (not a test module)."""
+"""Run by tests/test_devices.py in a subprocess with JAX_NUM_CPU_DEVICES=4 (not a test module):
+
+    python -m tests.devices_check AGENT_MODULE
+
+checks that an agent's batch of runs gives the same bits on 1, 2 and 4 devices, padded or
+not, for runs and sweeps. AGENT_MODULE (e.g. agents.ppo, tests.toy_agent) names a module that
+follows the agent contract; `DEVICE_CHECKS` in this file gives each one's environment, a small
+config and a sweep grid. A new agent adds its line here.
+"""
 
 import dataclasses
+import importlib
 import json
 import sys
 
-import jax
-import numpy as np
-
 import purejaxrl_lab as lab
-from agents import ppo
-from tests.conftest import SMALL
+
+lab.use_cpu_cores()
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from purejaxrl_lab.plan import resolve_config  # noqa: E402
+from tests.conftest import SMALL  # noqa: E402
+
+DEVICE_CHECKS = {  # agent module -> (environment, config overrides, sweep grid)
+    "agents.ppo": ("CartPole-v1", dataclasses.asdict(SMALL), {"ent_coef": [0.0, 0.01, 0.02, 0.03]}),
+    "tests.toy_agent": ("BernoulliBandit-misc", {}, {"decay_rounds": [16, 32, 64, 128]}),
+}
 
 
 def same(a, b):
     return all(np.array_equal(a[k], b[k], equal_nan=True) for k in a)
 
 
-def main():
+def main(module_name: str):
     assert jax.device_count() == 4, jax.devices()
-    run = {d: lab.run("ppo", SMALL, "CartPole-v1", seeds=8, num_chunks=3, progress=False, devices=d)
-           for d in (1, 2, 4)}
-    padded = lab.run("ppo", SMALL, "CartPole-v1", seeds=6, num_chunks=3, progress=False, devices=4)
-    four_on_four = lab.run("ppo", SMALL, "CartPole-v1", seeds=4, num_chunks=3, progress=False, devices=4)
-    four_auto = lab.run("ppo", SMALL, "CartPole-v1", seeds=4, num_chunks=3, progress=False)
-    grid = {"ent_coef": [0.0, 0.01, 0.02, 0.03]}
-    sweeps = {d: lab.sweep("ppo", SMALL, "CartPole-v1", grid=grid, seeds=2, num_chunks=3,
-                           progress=False, devices=d).metrics for d in (1, 4)}
-    # Continuous actions, observation and reward normalisation.
-    pendulum = dataclasses.replace(ppo.PRESETS["pendulum"], total_timesteps=4 * 8 * 64, num_envs=8,
-                                   num_steps=64, update_epochs=2, num_minibatches=4)
-    cont = {d: lab.run("ppo", pendulum, "Pendulum-v1", seeds=4, num_chunks=2, progress=False,
-                       devices=d).metrics for d in (1, 4)}
-    single = {d: lab.run("ppo", SMALL, "CartPole-v1", seeds=[3], num_chunks=3, progress=False,
-                         devices=d) for d in (None, 4)}
-    print(json.dumps({
+    module = importlib.import_module(module_name)
+    env, config, grid = DEVICE_CHECKS[module_name]
+    config = resolve_config(module, config)
+
+    def run(seeds, devices=None, **kw):
+        return lab.run(module, config, env, seeds=seeds, num_chunks=3, progress=False,
+                       devices=devices, **kw)
+
+    runs = {d: run(8, d) for d in (1, 2, 4)}
+    padded = run(6, 4)
+    four_on_four, four_auto = run(4, 4), run(4)
+    sweeps = {d: lab.sweep(module, config, env, grid=grid, seeds=2, num_chunks=3, progress=False,
+                           devices=d).metrics for d in (1, 4)}
+    single = {d: run([3], d) for d in (None, 4)}
+    out = {
         "single_devices": [single[None].device["used"], single[4].device["used"]],
         "single_exact": same(single[None].metrics, single[4].metrics),
-        "device_4": run[4].device,
+        "device_4": runs[4].device,
         "padded_device": padded.device,
         "four_on_four_device": four_on_four.device,
         "four_auto_device": four_auto.device,
-        "1_vs_4_exact": same(run[1].metrics, run[4].metrics),
-        "2_vs_4_exact": same(run[2].metrics, run[4].metrics),
-        "padded_exact": same(padded.metrics, {k: v[:6] for k, v in run[1].metrics.items()}),
-        "padded_rows": padded.metrics["loss"].shape[0],
-        "four_exact": same(four_on_four.metrics, {k: v[:4] for k, v in run[1].metrics.items()})
+        "1_vs_4_exact": same(runs[1].metrics, runs[4].metrics),
+        "2_vs_4_exact": same(runs[2].metrics, runs[4].metrics),
+        "padded_exact": same(padded.metrics, {k: v[:6] for k, v in runs[1].metrics.items()}),
+        "padded_rows": padded.metrics[module.SCORE.metric].shape[0],
+        "four_exact": same(four_on_four.metrics, {k: v[:4] for k, v in runs[1].metrics.items()})
         and same(four_auto.metrics, four_on_four.metrics),
         "sweep_1_vs_4_exact": same(sweeps[1], sweeps[4]),
-        "continuous_1_vs_4_exact": same(cont[1], cont[4]),
-    }))
+    }
+    if module_name == "agents.ppo":  # continuous actions, observation and reward normalisation
+        pendulum = dataclasses.replace(module.PRESETS["pendulum"], total_timesteps=4 * 8 * 64, num_envs=8,
+                                       num_steps=64, update_epochs=2, num_minibatches=4)
+        cont = {d: lab.run(module, pendulum, "Pendulum-v1", seeds=4, num_chunks=2, progress=False,
+                           devices=d).metrics for d in (1, 4)}
+        out["continuous_1_vs_4_exact"] = same(cont[1], cont[4])
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "agents.ppo"))

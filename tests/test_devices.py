@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,8 +19,9 @@ def env(devices: int) -> dict:
             "PYTHONPATH": str(ROOT)}
 
 
-def test_one_two_four_devices():
-    p = subprocess.run([sys.executable, "-m", "tests.devices_check"], cwd=ROOT, env=env(4),
+@pytest.mark.parametrize("agent", ["agents.ppo", "tests.toy_agent"])
+def test_one_two_four_devices(agent):
+    p = subprocess.run([sys.executable, "-m", "tests.devices_check", agent], cwd=ROOT, env=env(4),
                        capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
     r = json.loads(p.stdout.strip().splitlines()[-1])
@@ -31,7 +33,7 @@ def test_one_two_four_devices():
     # Every device runs the same vmapped program on its share of two or more runs: the same
     # bits on 1, 2 or 4 devices, padded or not, for runs, sweeps and continuous control.
     assert r["1_vs_4_exact"] and r["2_vs_4_exact"] and r["padded_exact"] and r["four_exact"]
-    assert r["sweep_1_vs_4_exact"] and r["continuous_1_vs_4_exact"]
+    assert r["sweep_1_vs_4_exact"] and r.get("continuous_1_vs_4_exact", True)
     # One run: unbatched on one device by default, or padded to one per device on 4 (XLA
     # compiles a vmap over one run like the unbatched program): the same bits.
     assert r["single_devices"] == [1, 4] and r["single_exact"]
@@ -83,28 +85,34 @@ first = sys.argv[1]
 if first == "envs":
     import envs  # gymnax makes arrays on import: JAX is initialised from here on
 import purejaxrl_lab
-from purejaxrl_lab import runtime
+from purejaxrl_lab import stats, runtime  # importing changes nothing
 import jax
-print(json.dumps({"devices": jax.device_count(), "cores": runtime.cpu_cores(),
-                  "again": runtime.use_cpu_cores()}))
+before = jax.config.jax_num_cpu_devices
+used = purejaxrl_lab.use_cpu_cores() if first != "import-only" else None
+print(json.dumps({"before": before, "set": used, "devices": jax.device_count(),
+                  "cores": runtime.cpu_cores(), "again": runtime.use_cpu_cores()}))
 """
 
 
-def test_one_cpu_device_per_core():
+def test_one_cpu_device_per_core_when_asked():
     def devices(first="lab", **extra):
         clean = {k: v for k, v in os.environ.items() if k not in ("JAX_NUM_CPU_DEVICES", "XLA_FLAGS")}
         p = subprocess.run([sys.executable, "-c", CORES_CHECK, first], cwd=ROOT, capture_output=True,
                            text=True, timeout=300,
                            env={**clean, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu", **extra})
         assert p.returncode == 0, p.stderr[-3000:]
-        return json.loads(p.stdout.strip().splitlines()[-1])
+        return json.loads(p.stdout.strip().splitlines()[-1]), p.stderr
 
-    # Importing purejaxrl_lab first: one CPU device per core (a single core keeps one device).
-    r = devices()
+    # Importing purejaxrl_lab (and its stats) changes nothing; use_cpu_cores() gives one CPU
+    # device per core (a single core keeps one device).
+    r, _ = devices("import-only")
+    assert r["before"] == -1 and r["devices"] == 1
+    r, _ = devices()
     assert r["devices"] == r["cores"] and r["again"] is None  # once JAX runs, nothing changes
     # A count the user chose wins, whichever way it was chosen.
-    assert devices(JAX_NUM_CPU_DEVICES="1")["devices"] == 1
-    assert devices(JAX_NUM_CPU_DEVICES="3")["devices"] == 3
-    assert devices(XLA_FLAGS="--xla_force_host_platform_device_count=3")["devices"] == 3
-    # JAX already initialised (gymnax imported first): JAX's single CPU device, no error.
-    assert devices("envs")["devices"] == 1
+    assert devices(JAX_NUM_CPU_DEVICES="1")[0]["devices"] == 1
+    assert devices(JAX_NUM_CPU_DEVICES="3")[0]["devices"] == 3
+    assert devices(XLA_FLAGS="--xla_force_host_platform_device_count=3")[0]["devices"] == 3
+    # JAX already initialised (gymnax imported first): JAX's single CPU device, and it says so.
+    r, err = devices("envs")
+    assert r["devices"] == 1 and "JAX is already running with 1 CPU device(s)" in err

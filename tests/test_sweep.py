@@ -9,6 +9,7 @@ import pytest
 
 import envs
 import purejaxrl_lab as lab
+from agents import ppo
 from purejaxrl_lab import grid, runtime
 from tests.conftest import SMALL
 
@@ -74,6 +75,9 @@ def test_setting_and_seed_equal_the_plain_run(swept):
     view = swept.result(2)
     assert view.config["learning_rate"] == 3e-4 and view.env_params["length"] == 0.5
     np.testing.assert_array_equal(view.final_return, swept.final_return[2])
+    # One setting's view names its setting and keeps the throughput of the whole program.
+    assert view.setting == swept.settings[2] and view.throughput == pytest.approx(swept.throughput)
+    assert "setting                 learning_rate=0.0003 env.length=0.5" in view.table()
 
 
 def test_one_compilation_however_many_settings():
@@ -84,10 +88,10 @@ def test_one_compilation_however_many_settings():
     with CountCompilations() as six:
         r6 = lab.sweep("ppo", SMALL, "CartPole-v1", settings={"ent_coef": [0.0, 0.01, 0.02, 0.03, 0.04, 0.05]},
                        seeds=2, num_chunks=3, progress=False)
-    # init and one chunk program, each compiled once (the chunk runs 3 times); the 6-setting
-    # sweep has a new batch size, so it compiles the same two programs once more, no more.
-    assert two.count == 2 and six.count == 2
-    assert r2.compilations == 2 and r6.compilations == 2
+    # init, evaluation and one chunk program, each compiled once (the chunk runs 3 times); the
+    # 6-setting sweep has a new batch size, so it compiles the same three programs once more.
+    assert two.count == 3 and six.count == 3
+    assert r2.compilations == 3 and r6.compilations == 3
     # ent_coef 0.02 in both. Batches of 12 and 4 runs compile to different kernels, which
     # round differently in the last bits (README, "Same numbers"): equal to float32 rounding.
     np.testing.assert_allclose(r6.metrics["loss"][2], r2.metrics["loss"][1], rtol=1e-5, atol=1e-6)
@@ -112,9 +116,35 @@ def test_save_load_plot(swept, tmp_path):
     assert isinstance(loaded, lab.SweepResults) and loaded.settings == swept.settings
     np.testing.assert_array_equal(loaded.final_return, swept.final_return)
     assert loaded.ranking() == json.loads(json.dumps(swept.ranking()))
-    assert swept.plot(tmp_path / "curves.png").stat().st_size > 5000
     paths = lab.plots.compare([loaded, swept.result(0)], ["sweep", "one"], tmp_path / "cmp")
-    assert [p.name for p in paths] == ["curves.png", "final_returns.png"]
+    assert [p.name for p in paths] == ["curves.png", "final_scores.png"]
+    # Each setting's policy, from memory and from the saved params.
+    obs = np.zeros((3, 4), np.float32)
+    for j in (0, 3):
+        np.testing.assert_array_equal(loaded.policy(1, setting=j)(obs), swept.policy(1, setting=j)(obs))
+    with pytest.raises(ValueError, match="this sweep has 4 settings"):
+        swept.policy(1)
+
+
+def test_best_breaks_ties_by_area_under_the_curve():
+    """Four settings all at 500 in the end: the one that got there first wins."""
+    curves = np.array([[400.0, 450, 500, 500], [100, 300, 500, 500], [490, 500, 500, 500],
+                       [200, 200, 500, 500]] * 1)[:, None, :].repeat(2, axis=1)  # [setting, seed, it]
+    s = lab.SweepResults(agent="ppo", env="CartPole-v1", config={}, seeds=[0, 1],
+                         settings=[{"ent_coef": v} for v in (0.0, 0.01, 0.02, 0.03)],
+                         metrics={"episode_return": curves, "episodes": np.ones_like(curves)},
+                         score=ppo.SCORE, unit="env steps", units_per_iteration=512,
+                         compile_time=1.0, run_time=1.0, versions={}, device={})
+    assert [r["iqm"] for r in s.ranking()] == [500.0] * 4
+    # Areas: (400+450+500+500)/4 = 462.5, 350, 497.5, 350: setting 2 first, then 0; 1 and 3 tie.
+    assert [r["index"] for r in s.ranking()] == [2, 0, 1, 3] and s.best() == {"ent_coef": 0.02}
+    assert s.ranking()[0]["auc_iqm"] == pytest.approx(497.5)
+    assert s.best(rank_by="auc") == {"ent_coef": 0.02}
+    with pytest.raises(ValueError, match="rank_by='last' is not allowed"):
+        s.ranking(rank_by="last")
+    # A cost (lower is better) ranks the other way round.
+    low = dataclasses.replace(s, score=dataclasses.replace(ppo.SCORE, higher_is_better=False))
+    assert [r["index"] for r in low.ranking()] == [1, 3, 0, 2]
 
 
 def _refused(match, **kwargs):
@@ -140,7 +170,7 @@ def test_bad_sweeps_are_refused_before_compilation():
     _refused(r"num_envs cannot be swept in one compiled program: it fixes array shapes.*"
              r"Tunable: learning_rate, gamma", grid={"num_envs": [4, 8]})
     _refused(r"hidden_sizes cannot be swept .* fixes array shapes", grid={"hidden_sizes": [(32,), (64,)]})
-    _refused(r"anneal_lr cannot be swept .* changes the program's structure",
+    _refused(r"anneal_lr cannot be swept .* it is fixed when the program is built",
              grid={"anneal_lr": [True, False]})
     _refused(r"gamma=1.5 is not allowed", grid={"gamma": [0.9, 1.5]})
     _refused(r"env.max_steps_in_episode=10.5 is not allowed: expected an integer",

@@ -143,27 +143,34 @@ def flatten(config, prefix: str = "") -> dict[str, Any]:
 def with_overrides(config, overrides: Mapping[str, Any]):
     """`dataclasses.replace` for nested configs: names may be dotted ("network.hidden_sizes")
     or nested mappings; unknown names raise with their closest matches."""
-    nested: dict[str, dict] = {}
+    known = flatten(config)
     top: dict[str, Any] = {}
-    names = field_names(type(config))
-    for name, value in overrides.items():
-        if not isinstance(name, str):
-            raise invalid("config field", name, "expected a field name (a string)")
+    nested: dict[str, dict] = {}
+    for name, value in _dotted(config, overrides).items():
         head, dot, rest = name.partition(".")
-        if head not in names:
-            raise unknown_name_error(f"config field of {type(config).__qualname__}", name,
-                                     list(flatten(config)) + names)
-        inner = getattr(config, head)
-        if dot or (isinstance(value, Mapping) and _is_config(inner)):
-            if not _is_config(inner):
-                raise unknown_name_error(f"config field of {type(config).__qualname__}", name,
-                                         list(flatten(config)))
-            nested.setdefault(head, {}).update({rest: value} if dot else dict(value))
+        if name not in known and not (not dot and head in field_names(type(config))):
+            raise unknown_name_error(f"config field of {type(config).__qualname__}", name, list(known))
+        if dot:
+            nested.setdefault(head, {})[rest] = value
         else:
             top[head] = value
     for head, values in nested.items():
         top[head] = with_overrides(top.get(head, getattr(config, head)), values)
     return dataclasses.replace(config, **top)
+
+
+def _dotted(config, overrides: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Overrides with nested mappings for nested configs spelled out as dotted names."""
+    out = {}
+    for name, value in overrides.items():
+        if not isinstance(name, str):
+            raise invalid("config field", name, "expected a field name (a string)")
+        inner = getattr(config, name, None) if "." not in name else None
+        if isinstance(value, Mapping) and _is_config(inner):
+            out.update(_dotted(inner, value, f"{prefix}{name}."))
+        else:
+            out[f"{prefix}{name}"] = value
+    return out
 
 
 def config_from_dict(config_cls, values: Mapping[str, Any]):
