@@ -11,7 +11,7 @@ import purejaxrl_lab as lab
 from agents import ppo
 from agents.common import ONLY_DISCRETE, check_action_space
 from purejaxrl_lab import checkpoint as ckpt
-from purejaxrl_lab import calls, plots
+from purejaxrl_lab import calls
 from tests.conftest import SMALL, assert_same
 
 

@@ -1,10 +1,12 @@
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from agents.common import MLP, ActorCritic
-from agents.common.networks import orthogonal
+from agents.common import cpu
+from agents.common.cpu import orthogonal
 
 
 @pytest.mark.parametrize("shape", [(4, 64), (64, 64), (64, 2), (64, 1)])
@@ -60,3 +62,40 @@ def test_dense_gradient_equals_autodiff():
         one = jax.grad(loss(reference))(params, x[i])
         for a, b in zip(jax.tree.leaves(per_run), jax.tree.leaves(one)):
             np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture
+def without_cpu_speedups():
+    cpu.use_cpu_speedups(False)
+    yield
+    cpu.use_cpu_speedups(True)
+
+
+def test_cpu_speedups_apply_on_cpu_only_and_can_be_turned_off(without_cpu_speedups):
+    """Turned off (as on GPU/TPU), networks are plain flax layers with flax's orthogonal
+    initialiser, the optimiser is optax's Adam, and forward-mode differentiation works."""
+    import optax
+
+    from agents.common import make_optimizer
+
+    assert not cpu.active()
+    layer = cpu.dense(8, 2.0)
+    assert layer.dot_general is None and layer.kernel_init is not None
+    plain = nn.Dense(8, kernel_init=nn.initializers.orthogonal(2.0), bias_init=nn.initializers.zeros)
+    x = jnp.ones((3, 4))
+    ours, theirs = layer.init(jax.random.key(0), x), plain.init(jax.random.key(0), x)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+        np.testing.assert_array_equal(a, b)
+    net = MLP((8,), 2)
+    params = net.init(jax.random.key(0), x)
+    # jvp and hessian through the network: refused by a custom VJP, fine without it.
+    f = lambda x: jnp.sum(net.apply(params, x) ** 2)  # noqa: E731
+    _, tangent = jax.jvp(f, (x,), (jnp.ones_like(x),))
+    assert np.isfinite(tangent)
+    assert jax.hessian(f)(x[0]).shape == (4, 4)
+    state = make_optimizer().init(params)
+    assert isinstance(state, optax.ScaleByAdamState)
+    cpu.use_cpu_speedups(True)
+    assert cpu.active()  # this test machine runs on CPU
+    with pytest.raises(TypeError, match="can't apply forward-mode autodiff"):
+        jax.jvp(lambda x: jnp.sum(MLP((8,), 2).apply(params, x)), (x,), (jnp.ones_like(x),))

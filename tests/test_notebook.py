@@ -11,8 +11,17 @@ def test_quickstart_runs_top_to_bottom(tmp_path, monkeypatch):
     assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), "strip outputs"
     monkeypatch.setenv("QUICKSTART_TIMESTEPS", "4096")
     monkeypatch.setenv("QUICKSTART_SEEDS", "2")
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    assert (tmp_path / "quickstart_curve.png").is_file()
-    outputs = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
-    assert "final return mean" in outputs
-    assert (tmp_path / "quickstart_sweep.png").is_file() and "IQM final return" in outputs
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    work = tmp_path / "cwd"
+    work.mkdir()
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(work)}}).execute()
+    assert not any(work.iterdir()), "the notebook writes nowhere but its temporary directory"
+    (out,) = tmp_path.glob("quickstart-*")
+    assert (out / "curve.png").is_file() and (out / "sweep.png").is_file()
+    streams = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "stream"]
+    text = "".join(o.get("text", "") for o in streams)
+    assert "final return mean" in text and "IQM final return" in text and "mean return" in text
+    # Progress is one display updated in place, not a stream of bar redraws on stderr.
+    assert not any(o.get("name") == "stderr" and "it/s" in o.get("text", "") for o in streams)
+    displays = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "display_data"]
+    assert any("iterations" in str(o.get("data", {}).get("text/plain", "")) for o in displays)

@@ -72,13 +72,27 @@ def test_act_uses_params_alone():
     config = dataclasses.replace(ppo.PRESETS["pendulum"], total_timesteps=16 * 128, normalize_obs=True)
     agent = ppo.make(config, env, params)
     state = agent.init(jax.random.key(0))
-    assert state.params.obs_stats is not None
+    stats = state.params.obs_stats
+    assert stats is not None
     obs = jnp.array([1.0, 0.0, 0.5])
     a_det = agent.act(state.params, obs, jax.random.key(1), deterministic=True)
     assert a_det.shape == (1,)
     np.testing.assert_array_equal(a_det, agent.act(state.params, obs, jax.random.key(2), deterministic=True))
     batch = agent.act(state.params, jnp.stack([obs] * 5), jax.random.key(1))
     assert batch.shape == (5, 1) and np.all(np.abs(batch) <= 2.0)
+    # act normalises raw observations with the statistics in params: the greedy action is the
+    # network's mean at (obs - mean) / sqrt(var + 1e-8), clipped to [-10, 10] and to [-2, 2].
+    normalised = np.clip((np.asarray(obs) - stats.mean) / np.sqrt(stats.var + 1e-8), -10, 10)
+    pi = agent_network(config, 1).apply(state.params.network, normalised, method="policy")
+    np.testing.assert_allclose(a_det, np.clip(pi.mode(), -2.0, 2.0), rtol=1e-5, atol=1e-6)
+    shifted = state.params.replace(obs_stats=stats.replace(mean=stats.mean + 1.0))
+    assert not np.allclose(agent.act(shifted, obs, jax.random.key(1), True), a_det)
+
+
+def agent_network(config, action_dim):
+    from agents.common import ActorCritic
+
+    return ActorCritic(action_dim, False, config.hidden_sizes, config.activation, config.log_std_init)
 
 
 def test_ppo_learns_cartpole_small_budget():

@@ -102,7 +102,7 @@ def test_adam_matches_optax():
     float32 rounding, with optax's state, over several steps with per-leaf shapes."""
     import optax
 
-    from agents.common.optim import scale_by_adam
+    from agents.common.cpu import scale_by_adam
 
     params = {"w": jnp.ones((3, 4)), "b": jnp.zeros(4)}
     ours, theirs = scale_by_adam(eps=1e-5), optax.scale_by_adam(eps=1e-5)

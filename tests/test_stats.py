@@ -58,8 +58,12 @@ def test_performance_profile():
     # fraction strictly above tau: tau=-1 -> 4/4, 0 -> 3/4, 1.5 -> 2/4, 3 -> 0
     np.testing.assert_allclose(stats.performance_profile(scores, [-1.0, 0.0, 1.5, 3.0]),
                                [1.0, 0.75, 0.5, 0.0])
-    taus = np.linspace(-1, 4, 11)
+    taus = np.linspace(-5, 5, 11)  # the 40 standard normals lie well inside [-5, 5]
     low, high = stats.performance_profile_ci(np.random.default_rng(0).normal(size=(20, 2)), taus)
     point = stats.performance_profile(np.random.default_rng(0).normal(size=(20, 2)), taus)
     assert np.all(low <= point + 1e-12) and np.all(point <= high + 1e-12)
-    assert low[0] <= 1.0 and high[-1] >= 0.0
+    # The band is not trivial: below the lowest score every resample gives 1, above the
+    # highest 0; in between the band has width.
+    assert low[0] == high[0] == 1.0 and low[-1] == high[-1] == 0.0
+    middle = np.argmin(np.abs(taus))  # tau = 0, about half of 40 standard normals above it
+    assert 0.2 < low[middle] < point[middle] < high[middle] < 0.8

@@ -11,15 +11,18 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from agents.common import cpu
+
 
 def make_optimizer(eps: float = 1e-5) -> optax.GradientTransformationExtraArgs:
     """`update(grads, opt_state, params=None, *, learning_rate, max_grad_norm)`.
 
     Clipping follows `optax.clip_by_global_norm`: gradients are scaled by
-    max_grad_norm / ||g|| when ||g|| > max_grad_norm. Then Adam (`scale_by_adam`, the
-    same as `optax.scale_by_adam`'s up to float32 rounding) and a step of size `learning_rate`.
+    max_grad_norm / ||g|| when ||g|| > max_grad_norm. Then Adam (optax's, or on CPU
+    `agents.common.cpu.scale_by_adam`, the same up to float32 rounding) and a step of size
+    `learning_rate`.
     """
-    adam = scale_by_adam(eps=eps)
+    adam = cpu.adam(eps)
 
     def init(params):
         return adam.init(params)
@@ -34,34 +37,6 @@ def make_optimizer(eps: float = 1e-5) -> optax.GradientTransformationExtraArgs:
         return updates, opt_state
 
     return optax.GradientTransformationExtraArgs(init, update)
-
-
-def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> optax.GradientTransformation:
-    """`optax.scale_by_adam` (same state, `optax.ScaleByAdamState`), with its bias corrections
-    written as multiplications by 1 / (1 - b**t) instead of divisions by (1 - b**t).
-
-    XLA rewrites `x / broadcast(c)` as `x * broadcast(1 / c)` when it compiles for one
-    device but not in the SPMD-partitioned program it compiles for several, so optax's form
-    made a run's last bits depend on how many devices shared the batch. Written as a
-    multiplication, both programs compute the same numbers.
-    """
-
-    def init(params):
-        return optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32),
-                                      mu=jax.tree.map(jnp.zeros_like, params),
-                                      nu=jax.tree.map(jnp.zeros_like, params))
-
-    def update(updates, state, params=None):
-        del params
-        mu = jax.tree.map(lambda g, m: (1 - b1) * g + b1 * m, updates, state.mu)
-        nu = jax.tree.map(lambda g, v: (1 - b2) * (g**2) + b2 * v, updates, state.nu)
-        count = optax.safe_increment(state.count)
-        inv1, inv2 = 1 / (1 - b1**count), 1 / (1 - b2**count)
-        updates = jax.tree.map(
-            lambda m, v: (m * inv1.astype(m.dtype)) / (jnp.sqrt(v * inv2.astype(v.dtype)) + eps), mu, nu)
-        return updates, optax.ScaleByAdamState(count=count, mu=mu, nu=nu)
-
-    return optax.GradientTransformation(init, update)
 
 
 def linear_schedule(value: jax.Array, step: jax.Array, total_steps: int) -> jax.Array:
