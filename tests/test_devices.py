@@ -52,8 +52,8 @@ def test_two_processes_equal_four_devices(tmp_path):
     cli = [sys.executable, "-m", "purejaxrl_lab", "train", "ppo"]
     port = free_port()
     multi = tmp_path / "multi"
-    # The two processes go through the program cache (exported programs); the single one
-    # traces with no cache: the same numbers either way.
+    # The two processes use the compilation cache; the single one compiles with no cache: the
+    # same numbers either way.
     procs = [subprocess.Popen([*cli, *common, "--out", str(multi), "--cache-dir", str(tmp_path / "cache"),
                                "--coordinator-address",
                                f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],

@@ -1,4 +1,4 @@
-"""The contract every agent follows (see DESIGN.md)."""
+"""The three pure functions of an agent (the whole contract: `agents.common.contract`)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ class Agent(NamedTuple):
             uses them wherever they matter from the start (e.g. a wrapper's discount).
     update: state -> (state, metrics). One iteration (collect + learn); metrics
             are a flat dict of scalars reduced in-graph.
-    act:    (params, obs, key, deterministic=False) -> action. The policy, from
-            `state.params` alone (weights and any normalisation statistics).
+    act:    (params, x, key, deterministic=False) -> action. The policy, from
+            `state.params` alone (weights and any normalisation statistics); x is what
+            the module's ACT_INPUT says: an observation or an environment state.
     """
 
     init: Callable[..., Any]
