@@ -66,6 +66,11 @@ def env_params_dict(env_params) -> dict[str, Any]:
     return out
 
 
+def holds_checkpoints(directory: Path) -> bool:
+    """Whether `directory` holds a checkpoint (complete or not): orbax's step directories."""
+    return directory.is_dir() and any(p.name.split(".")[0].isdigit() for p in directory.iterdir())
+
+
 def directory_of(path: str | Path) -> Path:
     """A results directory's `checkpoints/` subdirectory, or `path` itself."""
     path = Path(path)
@@ -169,7 +174,8 @@ def check_resume(meta: dict[str, Any], expected: dict[str, Any], shape_fields: s
         raise ValueError(f"{where}: config field {detail}")
     for name in ("env_params", "seeds", "settings", "evaluation"):
         if json_ready(meta.get(name)) != json_ready(expected.get(name)):
-            hint = " (num_chunks and eval_every decide it)" if name == "evaluation" else ""
+            hint = (f" (eval_every decides it, in chunks of {meta.get('chunk_length')} iterations as "
+                    f"in the checkpoint)" if name == "evaluation" else "")
             raise ValueError(f"{where}: {name}={expected.get(name)!r} differs from the checkpoint's "
                              f"{meta.get(name)!r}{hint}")
 

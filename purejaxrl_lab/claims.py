@@ -52,3 +52,28 @@ class Claim:
 
     def __exit__(self, *exc):
         self.release()
+
+
+def claim_on_main(directory: str | os.PathLike, what: str = "out") -> Claim | None:
+    """Process 0 claims `directory`; in a job of several processes, every process learns
+    whether it could and raises with it, so that none goes on alone. Returns process 0's
+    claim (None on the others)."""
+    import jax
+
+    claim, error = None, None
+    if jax.process_index() == 0:
+        try:
+            claim = Claim(directory, what)
+        except ValueError as e:
+            error = e
+    if jax.process_count() > 1:
+        import numpy as np
+        from jax.experimental import multihost_utils
+
+        claimed = bool(multihost_utils.broadcast_one_to_all(np.int32(error is None)))
+        if not claimed and error is None:
+            error = ValueError(f"{what}={str(directory)!r} is not allowed: process 0 could not "
+                               f"claim it (see its message)")
+    if error is not None:
+        raise error
+    return claim

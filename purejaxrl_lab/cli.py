@@ -353,7 +353,14 @@ def _parse(command: str, argv: list[str]):
 def _out_dir(name: str, args) -> Path:
     """The results directory of a new run: --out (new, or without results), or a fresh
     runs/AGENT-ENV-TIME-XXXX that no other run can have."""
+    import jax
+
+    from purejaxrl_lab.checkpoint import holds_checkpoints
+
     if args.out is None:
+        if jax.process_count() > 1:
+            raise ValueError("a run of several processes needs --out DIR, a directory on a file "
+                             "system every process shares")
         stamp = time.strftime("%Y%m%d-%H%M%S")
         return Path("runs") / f"{name.rsplit('.', 1)[-1]}-{args.env}-{stamp}-{secrets.token_hex(2)}"
     out = Path(args.out)
@@ -362,7 +369,7 @@ def _out_dir(name: str, args) -> Path:
     if (out / "summary.json").exists():
         raise ValueError(f"out={str(out)!r} already holds a finished run's results; choose a new "
                          f"directory (existing results are never overwritten)")
-    if (out / "checkpoints").exists():
+    if holds_checkpoints(out / "checkpoints"):
         raise ValueError(f"out={str(out)!r} already holds a run's checkpoints; --resume {out} "
                          f"continues that run, or choose a new directory")
     return out
@@ -372,6 +379,7 @@ def _run(command: str, argv: list[str]) -> int:
     """`train` and `sweep`: check everything, claim the output directory (refused while another
     live run holds it), then compile, run, save, report."""
     _early_setup(argv)
+    from agents.common import ContractError
     from purejaxrl_lab import claims, loggers, runtime
     from purejaxrl_lab import grid as grid_lib
     from purejaxrl_lab import plan as plan_lib
@@ -417,7 +425,7 @@ def _run(command: str, argv: list[str]) -> int:
             plan = dataclasses.replace(plan, checkpoint_dir=None)
         if args.compilation_cache:
             runtime.enable_compilation_cache(args.cache_dir)
-        claim = claims.Claim(out) if main_process else None  # before any work is done
+        claim = claims.claim_on_main(out)  # before any work is done
     except ValueError as e:
         raise UsageError(str(e)) from None
 
@@ -426,6 +434,8 @@ def _run(command: str, argv: list[str]) -> int:
                               step_name=plan.config.unit.replace(" ", "_")) if main_process else [])
         try:
             results = runner.execute(plan, progress=args.progress, loggers=sinks)
+        except ContractError as e:  # found in the traced programs: the agent's fault, not the input's
+            raise UsageError(str(e)) from None
         finally:
             for sink in sinks:
                 sink.close()

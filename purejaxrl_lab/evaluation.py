@@ -1,6 +1,6 @@
 """Evaluating a policy: whole episodes on fresh environments, in one compiled program.
 
-`episodes` is the pure function (used between chunks of a run, for every run of the batch
+`run_episodes` is the pure function (used between chunks of a run, for every run of the batch
 at once); `evaluate` is the user-facing call on a `Policy` or a saved run.
 """
 
@@ -20,6 +20,10 @@ import numpy as np
 EVAL_STREAM = 0x5EED_E7A1
 # Episodes of an environment without `max_steps_in_episode` stop after this many steps.
 DEFAULT_MAX_STEPS = 10_000
+# The metrics of an evaluation in results, logs and checkpoints; agents' own metrics never
+# start with the prefix.
+EVAL_PREFIX = "eval_"
+EVAL_RETURN, EVAL_LENGTH = "eval_return", "eval_length"
 
 
 @jax.tree_util.register_dataclass
@@ -35,7 +39,7 @@ def max_steps(env_params):
     return getattr(env_params, "max_steps_in_episode", DEFAULT_MAX_STEPS)
 
 
-def episodes(key: jax.Array, act: Callable, params: Any, env, env_params, num_episodes: int,
+def run_episodes(key: jax.Array, act: Callable, params: Any, env, env_params, num_episodes: int,
              act_input: str = "observation", deterministic: bool = True,
              limit: int | None = None) -> Episodes:
     """Runs `num_episodes` episodes of `act` on fresh environments, side by side.
@@ -48,7 +52,8 @@ def episodes(key: jax.Array, act: Callable, params: Any, env, env_params, num_ep
       act: `act(params, x, key, deterministic)`, x an observation or an environment state
         (`act_input`), unbatched.
       params: what `act` needs (`state.params` of one run).
-      env, env_params: a gymnax environment (the unwrapped one the agent was made for).
+      env, env_params: the gymnax environment the agent was made for (without the agent's
+        own wrappers).
     """
     limit = max_steps(env_params) if limit is None else limit
     key_reset, key_run = jax.random.split(key)
@@ -106,13 +111,13 @@ class Evaluation:
                 f"over {len(self.returns)} episodes")
 
 
-def evaluate(policy, env: Any = None, episodes: int = 100, seed: int = 0, seed_of_run: int = 0,
+def evaluate(policy, env: Any = None, episodes: int = 100, seed: int = 0, policy_seed: int = 0,
              setting: int | None = None, deterministic: bool = True) -> Evaluation:
     """The mean return of a policy over `episodes` fresh episodes, with a 95% CI.
 
     Args:
       policy: a `Policy` (`results.policy(seed)`, `load_policy(...)`) or a results or
-        checkpoint directory (then `seed_of_run` and `setting` choose its policy).
+        checkpoint directory (then `policy_seed` and `setting` choose its policy).
       env: an environment id or `(env, env_params)`; default: the one the policy trained on,
         with its parameters.
       episodes: how many episodes (run side by side in one compiled program).
@@ -124,7 +129,7 @@ def evaluate(policy, env: Any = None, episodes: int = 100, seed: int = 0, seed_o
     from purejaxrl_lab.plan import resolve_env
 
     if isinstance(policy, (str, Path)):
-        policy = load_policy(policy, seed=seed_of_run, setting=setting)
+        policy = load_policy(policy, seed=policy_seed, setting=setting)
     if not isinstance(policy, Policy):
         raise ValueError(f"policy={policy!r} is not allowed: expected a Policy or a results directory")
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
@@ -134,12 +139,9 @@ def evaluate(policy, env: Any = None, episodes: int = 100, seed: int = 0, seed_o
         from purejaxrl_lab.grid import split
 
         env_params = env_params.replace(**{**policy.env_params, **split(policy.setting)[1]})
-    run = jax.jit(lambda key, params: _episodes(key, policy.act, params, env_obj, env_params,
-                                                episodes, policy.act_input, deterministic))
+    run = jax.jit(lambda key, params: run_episodes(key, policy.act, params, env_obj, env_params,
+                                                   episodes, policy.act_input, deterministic))
     out = run(jax.random.key(seed), policy.params)
     returns, lengths = np.asarray(out.returns), np.asarray(out.lengths)
     low, high = stats.bootstrap_ci(returns, stats.mean)
     return Evaluation(float(returns.mean()), (float(low), float(high)), returns, lengths)
-
-
-_episodes = episodes  # `evaluate`'s argument `episodes` shadows the function

@@ -131,8 +131,8 @@ def check(settings: list[dict], agent_name: str, config: Any, tunable: Mapping[s
                 f"{name} cannot be swept in one compiled program: {why}, so it is not a tunable "
                 f"hyperparameter of {agent_name}. Tunable: {', '.join(tunable) or 'none'}, and "
                 f"env.<param>. Run one sweep per value of {name} instead")
-        integer = np.issubdtype(tunable[name], np.integer)
-        dtypes[name] = _checked(name, [s[name] for s in settings], integer)
+        _checked(name, [s[name] for s in settings], np.issubdtype(tunable[name], np.integer))
+        dtypes[name] = np.dtype(tunable[name])
     for s in settings:  # the agent's own range checks, setting by setting
         with_overrides(config, {n: _python(v) for n, v in split(s)[0].items()})
     return dtypes

@@ -2,7 +2,8 @@
 
 Every input of `run` and `sweep` is checked here, and bad input raises a ValueError naming
 the field, the value and what is allowed. What the lab knows of an agent is what the agent
-module declares (`agents.common.contract`), checked when the agent is resolved.
+module declares (`agents.common.contract`), checked when the agent is resolved; what only
+the traced programs reveal (the metrics `update` returns) is checked before they compile.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ import agents
 import envs
 from agents.common import check_agent_module, with_overrides
 from agents.common.config import flatten
-from agents.common.contract import shape_fields
+from agents.common.contract import ContractError, shape_fields
+from purejaxrl_lab import calls, runtime
 from purejaxrl_lab import checkpoint as ckpt
 from purejaxrl_lab import grid as grid_lib
-from purejaxrl_lab import runtime
 
 # Evaluations per run when `eval_every` is left to the lab.
 EVALUATIONS_PER_RUN = 10
@@ -148,7 +149,7 @@ class Plan:
     env_params: Any
     seeds: list[int]
     settings: list[dict] | None  # None for a plain run
-    dtypes: dict[str, np.dtype]  # swept name -> dtype of its array in the program
+    swept_dtypes: dict[str, np.dtype]  # swept name -> dtype of its array in the program
     num_chunks: int
     devices: list
     agent: Any  # the Agent `module.make` built for the base config
@@ -168,11 +169,18 @@ class Plan:
         return self.num_settings * len(self.seeds)
 
     @property
+    def chunk_length(self) -> int:
+        """Iterations per chunk (`calls.chunk_length`)."""
+        return calls.chunk_length(self.config.num_iterations, self.num_chunks)[0]
+
+    @property
+    def total_chunks(self) -> int:
+        return -(-self.config.num_iterations // self.chunk_length)
+
+    @property
     def eval_interval(self) -> int:
         """Iterations between evaluations (0: none)."""
-        from purejaxrl_lab.calls import chunk_length
-
-        return self.eval_every * chunk_length(self.config.num_iterations, self.num_chunks)[0]
+        return self.eval_every * self.chunk_length
 
     def meta(self) -> dict[str, Any]:
         """What identifies this run in its checkpoints."""
@@ -211,7 +219,7 @@ class Plan:
         n = len(self.seeds)
         key_data = np.tile(seed_key_data(self.seeds), (self.num_settings, 1))
         settings = {name: np.repeat(np.array([s[name] for s in self.settings], dtype), n)
-                    for name, dtype in self.dtypes.items()}
+                    for name, dtype in self.swept_dtypes.items()}
         return key_data, settings
 
 
@@ -221,7 +229,7 @@ class Plan:
 def _check_env_sweep(plan: Plan) -> None:
     """Traces (does not compile) one update with the env.* values as arrays: an environment
     that needs one of them as a Python value (a shape, a branch) is refused by name."""
-    names = [n for n in plan.dtypes if n.startswith(grid_lib.ENV_PREFIX)]
+    names = [n for n in plan.swept_dtypes if n.startswith(grid_lib.ENV_PREFIX)]
     if not names:
         return
     key_data, settings = plan.inputs()
@@ -237,53 +245,49 @@ def _check_env_sweep(plan: Plan) -> None:
             f"({type(e).__name__}). Run one sweep per value instead") from None
 
 
-def _check_checkpointing(checkpoint_dir, checkpoint_every, resume,
-                         expected_meta: dict, shapes: frozenset[str]) -> dict:
-    checkpoint_every = _positive_int("checkpoint_every", checkpoint_every)
-    out = {"checkpoint_every": checkpoint_every}
-    if resume is not None:
-        if not Path(resume).is_dir():
-            raise ValueError(f"resume={str(resume)!r} is not allowed: no such directory")
-        directory = ckpt.directory_of(resume)
-        if checkpoint_dir is not None and Path(checkpoint_dir).absolute() != directory.absolute():
-            raise ValueError(f"checkpoint_dir={str(checkpoint_dir)!r} is not allowed with "
-                             f"resume={str(resume)!r}: a resumed run keeps checkpointing where it was")
-        store = ckpt.Checkpoints(directory)
-        try:
-            step = store.latest()
-            if step is None:
-                raise ValueError(f"resume={str(resume)!r} is not allowed: it holds no complete "
-                                 f"checkpoint")
-            ckpt.check_resume(store.meta(step), expected_meta, shapes, Path(resume))
-        finally:
-            store.close()
-        out.update(checkpoint_dir=directory.absolute(), resume_step=step)
-    elif checkpoint_dir is not None:
-        directory = Path(checkpoint_dir).absolute()
-        if directory.exists() and not directory.is_dir():
-            raise ValueError(f"checkpoint_dir={str(checkpoint_dir)!r} is not allowed: it is a file")
-        if directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir()):
-            raise ValueError(f"checkpoint_dir={str(checkpoint_dir)!r} already holds checkpoints; "
-                             f"pass resume={str(checkpoint_dir)!r} to continue that run, or choose a "
-                             f"new directory")
-        out.update(checkpoint_dir=directory)
-    return out
+def _resume_meta(resume, checkpoint_dir) -> tuple[Path, int, dict]:
+    """(checkpoint directory, newest complete step, its meta) of `resume`."""
+    if not Path(resume).is_dir():
+        raise ValueError(f"resume={str(resume)!r} is not allowed: no such directory")
+    directory = ckpt.directory_of(resume).absolute()
+    if checkpoint_dir is not None and Path(checkpoint_dir).absolute() != directory:
+        raise ValueError(f"checkpoint_dir={str(checkpoint_dir)!r} is not allowed with "
+                         f"resume={str(resume)!r}: a resumed run keeps checkpointing where it was")
+    store = ckpt.Checkpoints(directory)
+    try:
+        step = store.latest()
+        if step is None:
+            raise ValueError(f"resume={str(resume)!r} is not allowed: it holds no complete checkpoint")
+        return directory, step, store.meta(step)
+    finally:
+        store.close()
 
 
-def _check_tunables(module: ModuleType, config, tunable: Mapping[str, np.dtype]) -> None:
-    """Every field of `state.hparams` names a config field (the contract)."""
+def _check_checkpoint_dir(checkpoint_dir) -> Path | None:
+    if checkpoint_dir is None:
+        return None
+    directory = Path(checkpoint_dir).absolute()
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"checkpoint_dir={str(checkpoint_dir)!r} is not allowed: it is a file")
+    if ckpt.holds_checkpoints(directory):
+        raise ValueError(f"checkpoint_dir={str(checkpoint_dir)!r} already holds checkpoints; "
+                         f"pass resume={str(checkpoint_dir)!r} to continue that run, or choose a "
+                         f"new directory")
+    return directory
+
+
+def _check_state(module: ModuleType, config, abstract_state) -> None:
+    """The state has `params`, and every field of `state.hparams` names a config field."""
+    where = f"agent module {module.__name__!r}"
+    if not (dataclasses.is_dataclass(abstract_state) and hasattr(abstract_state, "params")):
+        raise ContractError(f"{where}: init must return a dataclass with a `params` field "
+                            f"(agents.common.contract), got {type(abstract_state).__name__}")
     names = flatten(config)
-    for name in tunable:
+    for name in tunables(abstract_state):
         if name not in names:
-            raise ValueError(f"agent module {module.__name__!r}: state.hparams.{name} names no field "
-                             f"of its Config (agents.common.contract: each tunable hyperparameter "
-                             f"is named like the config field it comes from)")
-
-
-def total_chunks(num_iterations: int, num_chunks: int) -> int:
-    from purejaxrl_lab.calls import chunk_length
-
-    return -(-num_iterations // chunk_length(num_iterations, num_chunks)[0])
+            raise ContractError(f"{where}: state.hparams.{name} names no field of its Config "
+                                f"(agents.common.contract: each tunable hyperparameter is named "
+                                f"like the config field it comes from)")
 
 
 def prepare(agent: str | ModuleType, config: Any = None, env: Any = "CartPole-v1",
@@ -294,7 +298,8 @@ def prepare(agent: str | ModuleType, config: Any = None, env: Any = "CartPole-v1
             eval_every: int | None = None, eval_episodes: int = 10) -> Plan:
     """Resolves and checks every input of `run` / `sweep`; raises ValueError, compiles nothing.
 
-    `eval_every=None` evaluates about `EVALUATIONS_PER_RUN` times per run; 0 never.
+    `eval_every=None` evaluates about `EVALUATIONS_PER_RUN` times per run; 0 never. A resumed
+    run keeps the chunking of its checkpoint (`num_chunks` is taken from it).
     """
     name, module = resolve_agent(agent)
     config = resolve_config(module, config)
@@ -302,22 +307,29 @@ def prepare(agent: str | ModuleType, config: Any = None, env: Any = "CartPole-v1
     seed_list = resolve_seeds(seeds)
     num_chunks = _positive_int("num_chunks", num_chunks)
     eval_episodes = _positive_int("eval_episodes", eval_episodes)
-    chunks = total_chunks(config.num_iterations, num_chunks)
-    if eval_every is None:
-        eval_every = max(1, round(chunks / EVALUATIONS_PER_RUN))
-    eval_every = _positive_int("eval_every", eval_every, allow_zero=True)
+    checkpoint_every = _positive_int("checkpoint_every", checkpoint_every)
+    resumed = None if resume is None else _resume_meta(resume, checkpoint_dir)
+    if resumed is not None:
+        num_chunks = resumed[2].get("num_chunks", num_chunks)
+    total = -(-config.num_iterations // calls.chunk_length(config.num_iterations, num_chunks)[0])
+    eval_every = (max(1, round(total / EVALUATIONS_PER_RUN)) if eval_every is None
+                  else _positive_int("eval_every", eval_every, allow_zero=True))
     built = module.make(config, env_obj, env_params)  # validates the config against the env
-    tunable = tunables(jax.eval_shape(built.init, jax.random.key(0)))  # traces only
-    _check_tunables(module, config, tunable)
+    abstract = jax.eval_shape(built.init, jax.random.key(0))  # traces only
+    _check_state(module, config, abstract)
+    tunable = tunables(abstract)
     shapes = shape_fields(config)
-    swept, dtypes = None, {}
+    swept, swept_dtypes = None, {}
     if sweep or grid is not None or settings is not None:
         swept = grid_lib.expand(grid, settings)
-        dtypes = grid_lib.check(swept, name, config, tunable, shapes, env_params)
+        swept_dtypes = grid_lib.check(swept, name, config, tunable, shapes, env_params)
     batch = len(seed_list) * (1 if swept is None else len(swept))
-    plan = Plan(name, module, config, env_id, env_obj, env_params, seed_list, swept, dtypes,
+    plan = Plan(name, module, config, env_id, env_obj, env_params, seed_list, swept, swept_dtypes,
                 num_chunks, runtime.resolve_devices(devices, batch), built,
-                eval_every=eval_every, eval_episodes=eval_episodes)
+                eval_every=eval_every, eval_episodes=eval_episodes, checkpoint_every=checkpoint_every)
     _check_env_sweep(plan)
-    checkpointing = _check_checkpointing(checkpoint_dir, checkpoint_every, resume, plan.meta(), shapes)
-    return dataclasses.replace(plan, **checkpointing)
+    if resumed is not None:
+        directory, step, meta = resumed
+        ckpt.check_resume(meta, plan.meta(), shapes, Path(resume))
+        return dataclasses.replace(plan, checkpoint_dir=directory, resume_step=step)
+    return dataclasses.replace(plan, checkpoint_dir=_check_checkpoint_dir(checkpoint_dir))

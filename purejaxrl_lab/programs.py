@@ -1,12 +1,13 @@
 """The compiled programs of a run, over the whole batch of runs, each device on its share:
 
     init     (key_data, settings) -> states                     once (not when resuming)
-    chunk    (states, settings, num_valid) -> (states, metrics)  every call: num_valid iterations
+    call     (states, settings, num_valid) -> (states, metrics)  each call: num_valid iterations
     evaluate (params, key_data, settings, iterations) -> metrics between calls, when due
 
 Each is a `jax.shard_map` over the 1-D device mesh of a vmap over the device's runs
 (`runtime.Layout`). `init` and `evaluate` run rarely: on CPU they compile at XLA's lowest
-optimisation level, in a thread while Python traces and lowers `chunk`.
+optimisation level, in a thread while Python traces and lowers `call`. The metrics `update`
+returns are checked against the agent's declarations before anything runs.
 """
 
 from __future__ import annotations
@@ -20,16 +21,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from agents.common.contract import ContractError
 from purejaxrl_lab import evaluation, runtime
 from purejaxrl_lab.plan import Plan
-
-EVAL_METRICS = ("eval_return", "eval_length")
 
 
 @dataclasses.dataclass
 class Programs:
     init: Any  # compiled, or None when the run resumes
-    chunk: Any
+    call: Any
     evaluate: Any  # compiled, or None without evaluation
     abstract_states: Any  # the batched state as ShapeDtypeStructs
     metric_names: list[str]  # what `update` returns
@@ -38,12 +38,12 @@ class Programs:
     cache_hits: int
 
 
-def run_chunk_fn(plan: Plan, call_len: int, variable_length: bool):
+def run_call_fn(plan: Plan, call_len: int, variable_length: bool):
     """One run's call: `call_len` iterations as a plain scan, or (`variable_length`) a loop
     of `num_valid` iterations writing into a [call_len] metrics buffer, so that one program
     serves calls of any length (a scan with a `lax.cond` skipping the surplus runs slower)."""
 
-    def run_chunk(state, setting, num_valid):
+    def run_call(state, setting, num_valid):
         if not variable_length:
             return jax.lax.scan(lambda s, _: plan.update_one(s, setting), state, None, call_len)
         step = jax.jit(plan.update_one)  # jit caches the trace: the metrics' shapes cost no second one
@@ -58,7 +58,7 @@ def run_chunk_fn(plan: Plan, call_len: int, variable_length: bool):
 
         return jax.lax.fori_loop(0, num_valid, body, (state, buffer))
 
-    return run_chunk
+    return run_call
 
 
 def evaluate_fn(plan: Plan):
@@ -67,10 +67,10 @@ def evaluate_fn(plan: Plan):
 
     def evaluate(params, key_data, setting, iterations_done):
         key = evaluation.eval_key(jax.random.wrap_key_data(key_data), iterations_done)
-        out = evaluation.episodes(key, plan.make_agent(setting).act, params, plan.env,
+        out = evaluation.run_episodes(key, plan.make_agent(setting).act, params, plan.env,
                                   plan.env_params_for(setting), plan.eval_episodes,
                                   plan.module.ACT_INPUT)
-        return {"eval_return": out.returns.mean(), "eval_length": out.lengths.mean()}
+        return {evaluation.EVAL_RETURN: out.returns.mean(), evaluation.EVAL_LENGTH: out.lengths.mean()}
 
     return evaluate
 
@@ -83,8 +83,8 @@ def build(plan: Plan, layout: runtime.Layout, call_len: int, variable_length: bo
     sharded, replicated = layout.sharded, layout.replicated
     init = jax.jit(layout.per_device(layout.over_runs(plan.init_one), 2),
                    in_shardings=(sharded, sharded), out_shardings=sharded)
-    chunk = jax.jit(layout.per_device(layout.over_runs(run_chunk_fn(plan, call_len, variable_length),
-                                                       (0, 0, None)), 2, replicated_args=1),
+    call = jax.jit(layout.per_device(layout.over_runs(run_call_fn(plan, call_len, variable_length),
+                                                      (0, 0, None)), 2, replicated_args=1),
                     in_shardings=(sharded, sharded, replicated), out_shardings=(sharded, replicated),
                     donate_argnums=0)
     abstract_states = jax.eval_shape(init, keys_in, settings_in)
@@ -99,15 +99,29 @@ def build(plan: Plan, layout: runtime.Layout, call_len: int, variable_length: bo
         rare.append(evaluate.lower(abstract_states.params, keys_in, settings_in, np.int32(0)))
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         compiled = pool.map(lambda lowered: lowered.compile(compiler_options=quick), rare)
-        lowered = chunk.lower(abstract_states, settings_in, np.int32(call_len))
-        chunk_fn = lowered.compile(compiler_options=runtime.compiler_options(plan.devices))
+        lowered = call.lower(abstract_states, settings_in, np.int32(call_len))
+        check_metrics(plan, sorted(lowered.out_info[1]))
+        call_program = lowered.compile(compiler_options=runtime.compiler_options(plan.devices))
         compiled = list(compiled)
     init_fn = compiled.pop(0) if plan.resume_step is None else None
     eval_program = compiled.pop(0) if plan.eval_every else None
     counts = runtime.compile_counts()
-    return Programs(init_fn, chunk_fn, eval_program, abstract_states, sorted(lowered.out_info[1]),
+    return Programs(init_fn, call_program, eval_program, abstract_states, sorted(lowered.out_info[1]),
                     time.perf_counter() - t0, counts["compilations"] - counts_before["compilations"],
                     counts["cache_hits"] - counts_before["cache_hits"])
+
+
+def check_metrics(plan: Plan, names: list[str]) -> None:
+    """The metrics `update` returns hold SCORE's metric (and weight), none named like an evaluation."""
+    score = plan.module.SCORE
+    missing = [n for n in (score.metric, score.weight) if n is not None and n not in names]
+    if missing:
+        raise ContractError(f"agent {plan.name}: SCORE names {', '.join(missing)}, which update does "
+                            f"not return (its metrics: {', '.join(names)})")
+    clash = [n for n in names if n.startswith(evaluation.EVAL_PREFIX)]
+    if clash:
+        raise ContractError(f"agent {plan.name}: metric names starting with "
+                            f"{evaluation.EVAL_PREFIX!r} are kept for evaluations: {', '.join(clash)}")
 
 
 def state_bytes(abstract_states, padded: int) -> int:

@@ -22,9 +22,9 @@ import numpy as np
 
 from agents.common.contract import Score
 from purejaxrl_lab import stats
+from purejaxrl_lab.evaluation import EVAL_PREFIX
 
 FINAL_FRACTION = 0.1
-EVAL_PREFIX = "eval_"
 FORMAT = 2  # of summary.json
 
 
@@ -176,11 +176,6 @@ class _Run:
         the run learned."""
         return area_under_curve(self.metrics[self.score.metric])
 
-    @property
-    def evaluations(self) -> dict[str, np.ndarray]:
-        """The evaluation metrics (names starting with "eval_"), [seed, evaluation]."""
-        return {k: v for k, v in self.metrics.items() if k.startswith(EVAL_PREFIX)}
-
     def non_finite(self) -> dict[str, list]:
         """Metric name -> runs with a NaN or infinite value (the agent's NaN-by-design metrics
         excluded): seeds for a run, [setting index, seed] pairs for a sweep."""
@@ -228,9 +223,7 @@ class _Run:
         """The metrics of run `index` at iteration t, with the evaluation made after it."""
         row = {self.unit.replace(" ", "_"): int(self.units[t])}
         evals = {n: v for n, v in self.metrics.items() if n.startswith(EVAL_PREFIX)}
-        for name, values in self.metrics.items():
-            if name not in evals:
-                row[name] = _scalar(values[index][t])
+        row.update({n: _scalar(v[index][t]) for n, v in self.metrics.items() if n not in evals})
         if t + 1 in self.eval_iterations:
             e = self.eval_iterations.index(t + 1)
             row.update({n: _scalar(v[index][e]) for n, v in evals.items()})
@@ -287,9 +280,6 @@ class _Run:
         if seed not in self.seeds:
             raise ValueError(f"seed={seed!r} is not allowed: the run's seeds are {self.seeds}")
         return self.seeds.index(seed)
-
-    def _setting(self, setting: int | None) -> dict:
-        return {}
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> Results | SweepResults:
@@ -348,7 +338,8 @@ class Results(_Run):
       eval_iterations: iterations done at each evaluation of the deterministic policy.
       state_bytes: bytes of one run's state (parameters, optimiser, environments, buffers).
       runs_in_program: runs trained together (more than the seeds for a sweep's setting).
-      params: the final `state.params` of every run (host arrays [seed, ...]).
+      params: the final `state.params` of every run (host arrays [run, ...]: for a sweep,
+        run j * num_seeds + i is setting j with seed i).
       final_state: the final agent states, batched over runs (in memory only).
       setting: for one setting of a sweep (`SweepResults.result`), that setting.
     """

@@ -1,8 +1,8 @@
 """`run` and `sweep`: train an agent over many seeds (and settings) as one compiled program.
 
-    init   : jit(vmap(init))                          once (skipped when resuming)
-    chunk  : jit(vmap(scan(update, m * K)))           compiled once, called for 1 to m chunks
-    eval   : jit(vmap(episodes of the greedy policy)) between calls, when due
+    init     : shard_map(vmap(init))                     once (skipped when resuming)
+    call     : shard_map(vmap(loop of update))           compiled once, runs 1 to m chunks a call
+    evaluate : shard_map(vmap(episodes of greedy act))   between calls, when due
 
 The vmapped axis is the batch of runs, [setting x seed] flattened (run b is setting
 b // num_seeds with seed b % num_seeds), sharded over a 1-D device mesh (`runtime`). The
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
-import math
 import platform
 import time
 import warnings
@@ -34,7 +33,8 @@ from purejaxrl_lab import checkpoint as ckpt
 from purejaxrl_lab import programs as programs_lib
 from purejaxrl_lab.loggers import Logger, log_chunk, log_evaluation
 from purejaxrl_lab.plan import Plan, prepare
-from purejaxrl_lab.results import EVAL_PREFIX, Results, SweepResults
+from purejaxrl_lab.evaluation import EVAL_PREFIX
+from purejaxrl_lab.results import Results, SweepResults
 
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "gymnax", "distrax", "chex", "numpy",
             "orbax-checkpoint", "purejaxrl-lab")
@@ -59,15 +59,14 @@ class _Call:
     """A dispatched call of the chunk program whose metrics are not read yet."""
 
     metrics: Any  # device arrays [padded batch, call_len]
-    first: int  # iterations done before it
+    iterations_before: int  # iterations done before it
     iterations: int  # iterations it runs
 
 
 class _History:
     """The metrics read so far: per-iteration [batch, iterations] and evaluations [batch, e]."""
 
-    def __init__(self, batch: int):
-        self.batch = batch
+    def __init__(self):
         self.chunks: list[dict[str, np.ndarray]] = []
         self.evals: list[dict[str, np.ndarray]] = []
         self.eval_iterations: list[int] = []
@@ -91,54 +90,39 @@ def execute(plan: Plan, progress: bool = True, loggers: Sequence[Logger] = ()) -
     num_iterations = config.num_iterations
     chunk_len, partial_last = calls.chunk_length(num_iterations, plan.num_chunks)
     max_chunks = calls.chunks_per_call(num_iterations, chunk_len, plan.batch)
-    total_chunks = math.ceil(num_iterations / chunk_len)
     layout = runtime.Layout(plan.batch, plan.devices)
     main = runtime.is_main_process()
     key_data, setting_values = plan.inputs()
     keys_in = layout.put(key_data)
     settings_in = {k: layout.put(v) for k, v in setting_values.items()}
     if main:
-        runtime.notice_cpu_devices(layout.num_devices, plan.batch)
+        runtime.notice_cpu_devices(plan.batch)
 
-    claim = claims.Claim(plan.checkpoint_dir, "checkpoint_dir") if (
-        main and plan.checkpoint_dir is not None) else None
+    claim = (None if plan.checkpoint_dir is None
+             else claims.claim_on_main(plan.checkpoint_dir, "checkpoint_dir"))
     try:
-        built = programs_lib.build(plan, layout, max_chunks * chunk_len,
-                                   partial_last or max_chunks > 1, keys_in, settings_in)
-        _check_metrics(plan, built.metric_names)
-        return _train(plan, layout, built, keys_in, settings_in, chunk_len, max_chunks,
-                      total_chunks, progress and main, loggers if main else ())
+        programs = programs_lib.build(plan, layout, max_chunks * chunk_len,
+                                      partial_last or max_chunks > 1, keys_in, settings_in)
+        return _train(plan, layout, programs, keys_in, settings_in, chunk_len, max_chunks,
+                      progress and main, loggers if main else ())
     finally:
         if claim is not None:
             claim.release()
 
 
-def _check_metrics(plan: Plan, names: list[str]) -> None:
-    score = plan.module.SCORE
-    wanted = [score.metric] + ([score.weight] if score.weight else [])
-    missing = [n for n in wanted if n not in names]
-    if missing:
-        raise ValueError(f"agent {plan.name}: SCORE names {', '.join(missing)}, which update does not "
-                         f"return (its metrics: {', '.join(names)})")
-    clash = [n for n in names if n.startswith(EVAL_PREFIX)]
-    if clash:
-        raise ValueError(f"agent {plan.name}: metric names starting with {EVAL_PREFIX!r} are kept "
-                         f"for evaluations: {', '.join(clash)}")
-
-
-def _train(plan: Plan, layout, built: programs_lib.Programs, keys_in, settings_in, chunk_len: int,
-           max_chunks: int, total_chunks: int, progress: bool, loggers) -> Results | SweepResults:
+def _train(plan: Plan, layout, programs: programs_lib.Programs, keys_in, settings_in, chunk_len: int,
+           max_chunks: int, progress: bool, loggers) -> Results | SweepResults:
     config = plan.config
     num_iterations = config.num_iterations
     store = ckpt.Checkpoints(plan.checkpoint_dir) if plan.checkpoint_dir is not None else None
-    history = _History(plan.batch)
+    history = _History()
     t0 = time.perf_counter()
     if plan.resume_step is not None:
-        states, saved, eval_iterations = _restore(plan, store, layout, built.abstract_states)
+        states, saved, eval_iterations = _restore(plan, store, layout, programs.abstract_states)
         history.restore(saved, eval_iterations)
         iterations_done = plan.resume_step
     else:
-        states = built.init(keys_in, settings_in)
+        states = programs.init(keys_in, settings_in)
         iterations_done = 0
     bar = None
     if progress:
@@ -156,19 +140,21 @@ def _train(plan: Plan, layout, built: programs_lib.Programs, keys_in, settings_i
         host = {k: np.asarray(v)[: plan.batch, :call.iterations] for k, v in call.metrics.items()}
         history.chunks.append(host)
         elapsed = time.perf_counter() - t0
-        ran = call.first + call.iterations - first_iteration
+        ran = call.iterations_before + call.iterations - first_iteration
         seconds_per_chunk = elapsed * chunk_len / ran
-        log_chunk(loggers, host, call.first, config.units_per_iteration, plan.settings, len(plan.seeds))
+        log_chunk(loggers, host, call.iterations_before, config.units_per_iteration, plan.settings,
+                  len(plan.seeds))
         if bar is not None:
             recent = host[score.metric][:, -max(1, call.iterations // 4):]
             bar.update(call.iterations, **{
-                config.unit.replace(" ", "_"): f"{(call.first + call.iterations) * config.units_per_iteration:,}",
+                config.unit.replace(" ", "_"):
+                    f"{(call.iterations_before + call.iterations) * config.units_per_iteration:,}",
                 "per_s": f"{ran * config.units_per_iteration * plan.batch / elapsed:,.0f}",
                 score.name.replace(" ", "_"): f"{np.nanmean(recent):.4g}" if np.isfinite(recent).any() else "n/a",
             })
 
     def evaluate(states, iterations: int) -> None:
-        out = built.evaluate(states.params, keys_in, settings_in, np.int32(iterations))
+        out = programs.evaluate(states.params, keys_in, settings_in, np.int32(iterations))
         host = {k: np.asarray(v)[: plan.batch, None] for k, v in out.items()}
         history.evals.append(host)
         history.eval_iterations.append(iterations)
@@ -179,23 +165,26 @@ def _train(plan: Plan, layout, built: programs_lib.Programs, keys_in, settings_i
     chunks_done = iterations_done // chunk_len  # a checkpoint is at a chunk boundary
     try:
         while iterations_done < num_iterations:
-            limit = min(max_chunks, total_chunks - chunks_done,
+            limit = min(max_chunks, plan.total_chunks - chunks_done,
                         calls.chunks_until_due(chunks_done, plan.eval_every),
                         calls.chunks_until_due(chunks_done, plan.checkpoint_every if store else 0))
             count = calls.next_call_chunks(limit, seconds_per_chunk)
             iterations = min(count * chunk_len, num_iterations - iterations_done)
-            states, metrics = built.chunk(states, settings_in, np.int32(iterations))  # asynchronous
+            states, metrics = programs.call(states, settings_in, np.int32(iterations))  # asynchronous
             chunks_done += count
             if in_flight is not None:  # read the previous call's metrics while this one runs
                 read(in_flight)
             in_flight = _Call(metrics, iterations_done, iterations)
             iterations_done += iterations
             finished = iterations_done == num_iterations
-            if calls.due(chunks_done, plan.eval_every, finished):
-                evaluate(states, iterations_done)
-            if store is not None and calls.due(chunks_done, plan.checkpoint_every, finished):
+            evaluation_due = calls.due(chunks_done, plan.eval_every, finished)
+            checkpoint_due = store is not None and calls.due(chunks_done, plan.checkpoint_every, finished)
+            if evaluation_due or checkpoint_due:  # logs stay in order: the call's metrics first
                 read(in_flight)
                 in_flight = None
+            if evaluation_due:
+                evaluate(states, iterations_done)
+            if checkpoint_due:
                 store.save(iterations_done, states, history.metrics(), {
                     **plan.meta(), "done": iterations_done, "padded": layout.padded,
                     "chunk_length": chunk_len, "eval_iterations": history.eval_iterations})
@@ -208,10 +197,10 @@ def _train(plan: Plan, layout, built: programs_lib.Programs, keys_in, settings_i
         if store is not None:
             store.close()
     run_time = time.perf_counter() - t0
-    return _results(plan, layout, built, states, history, run_time)
+    return _results(plan, layout, programs, states, history, run_time)
 
 
-def _results(plan: Plan, layout, built: programs_lib.Programs, states, history: _History,
+def _results(plan: Plan, layout, programs: programs_lib.Programs, states, history: _History,
              run_time: float) -> Results | SweepResults:
     config = plan.config
     metrics = history.metrics()
@@ -222,11 +211,11 @@ def _results(plan: Plan, layout, built: programs_lib.Programs, states, history: 
     common = dict(
         agent=plan.name, env=plan.env_id, config=dataclasses.asdict(config), seeds=plan.seeds,
         score=plan.module.SCORE, unit=config.unit, units_per_iteration=config.units_per_iteration,
-        compile_time=built.compile_time, run_time=run_time, versions=versions, device=device,
+        compile_time=programs.compile_time, run_time=run_time, versions=versions, device=device,
         env_params=ckpt.env_params_dict(plan.env_params), nan_metrics=tuple(plan.module.NAN_METRICS),
         eval_iterations=history.eval_iterations, resumed_from=plan.resume_step,
-        compilations=built.compilations, cache_hits=built.cache_hits,
-        state_bytes=programs_lib.state_bytes(built.abstract_states, layout.padded),
+        compilations=programs.compilations, cache_hits=programs.cache_hits,
+        state_bytes=programs_lib.state_bytes(programs.abstract_states, layout.padded),
         runs_in_program=plan.batch, agent_module=plan.module.__name__,
         act_input=plan.module.ACT_INPUT, params=runtime.to_host(states.params),
         final_state=states, act=plan.agent.act,

@@ -62,8 +62,8 @@ def use_cpu_cores(quiet: bool = False) -> int | None:
     """Makes JAX's CPU backend expose one device per core, so that the runs of a batch train
     on every core at once: each device runs its share of the runs on its own thread, where
     one CPU device runs a program on about one core (a 2-core machine trains 8 seeds about
-    twice as fast). The CLI calls it; in Python, call it right after the imports, before
-    anything runs on a device.
+    twice as fast). The CLI calls it; in Python, call it first: right after importing
+    `purejaxrl_lab`, before importing `envs`, `agents` or gymnax (which run JAX on import).
 
     It sets `jax_num_cpu_devices` and returns the count it set. It changes nothing (and
     returns None) when the count was chosen already (`JAX_NUM_CPU_DEVICES`,
@@ -92,7 +92,7 @@ def use_cpu_cores(quiet: bool = False) -> int | None:
 _NOTICED = False
 
 
-def notice_cpu_devices(devices_used: int, batch: int) -> None:
+def notice_cpu_devices(batch: int) -> None:
     """Says once per process, on one line, when a batch of runs trains on fewer CPU devices
     than the machine has cores (JAX's default of one CPU device uses about one core)."""
     global _NOTICED

@@ -110,9 +110,10 @@ def test_refusals_touch_nothing(tmp_path):
     refused(r"seeds=\[0, 1, 2\] differs from the checkpoint's \[0, 1\]", seeds=3)
     refused(r"resume=.*missing.* is not allowed: no such directory", resume=tmp_path / "missing")
     refused(r"already holds checkpoints; pass resume=", resume=None, checkpoint_dir=d)
-    refused(r"evaluation=\{'every_iterations': 2, 'episodes': 10\} differs from the checkpoint's "
-            r"\{'every_iterations': 3, 'episodes': 10\} \(num_chunks and eval_every decide it\)",
-            eval_every=2)
+    # A resumed run keeps the checkpoint's chunking (2 chunks of 3 iterations here).
+    refused(r"evaluation=\{'every_iterations': 6, 'episodes': 10\} differs from the checkpoint's "
+            r"\{'every_iterations': 3, 'episodes': 10\} \(eval_every decides it, in chunks of 3 "
+            r"iterations as in the checkpoint\)", eval_every=2)
     with pytest.raises(ValueError, match=r"is not allowed: it holds no complete checkpoint"):
         (tmp_path / "empty").mkdir()
         lab.run("ppo", SMALL, "CartPole-v1", 2, progress=False, resume=tmp_path / "empty")

@@ -64,7 +64,10 @@ def test_results_speak_in_the_agents_terms(toy):
         assert re.search(pattern, table), (pattern, table)
     # The integer tunable is an int32 array in the state.
     assert r.final_state.hparams.decay_rounds.dtype == np.int32
-    # Logs are keyed by the agent's unit; the evaluations after chunks 1..6 (4 iterations each).
+    # Logs are keyed by the agent's unit, in order (wandb drops a step older than the last);
+    # the evaluations come after chunks 1..6 (4 iterations each).
+    steps = [row["rounds"] for row in rows]
+    assert steps == sorted(steps)
     assert [row["rounds"] for row in rows if "regret" in row] == list(r.units)
     assert [row["rounds"] for row in rows if "eval_return" in row] == [512 * k for k in range(1, 7)]
     assert r.eval_iterations == [4, 8, 12, 16, 20, 24]

@@ -11,7 +11,7 @@ from agents.common.config import (
     normalize_fields,
     with_overrides,
 )
-from agents.common.contract import ACT_INPUTS, AgentModule, Score, check_agent_module
+from agents.common.contract import ACT_INPUTS, AgentModule, ContractError, Score, check_agent_module
 from agents.common.losses import approx_kl, clip_fraction, clipped_surrogate_loss, value_loss
 from agents.common.networks import ACTIVATIONS, MLP, ActorCritic
 from agents.common.optim import linear_schedule, make_optimizer
@@ -22,6 +22,7 @@ __all__ = [
     "ACTIVATIONS",
     "ACT_INPUTS",
     "AgentModule",
+    "ContractError",
     "Score",
     "check_agent_module",
     "normalize_fields",

@@ -148,7 +148,8 @@ def with_overrides(config, overrides: Mapping[str, Any]):
     nested: dict[str, dict] = {}
     for name, value in _dotted(config, overrides).items():
         head, dot, rest = name.partition(".")
-        if name not in known and not (not dot and head in field_names(type(config))):
+        whole_field = not dot and head in field_names(type(config))  # e.g. a nested config
+        if name not in known and not whole_field:
             raise unknown_name_error(f"config field of {type(config).__qualname__}", name, list(known))
         if dot:
             nested.setdefault(head, {})[rest] = value

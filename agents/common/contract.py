@@ -27,14 +27,21 @@ An agent is a module (`agents/ppo.py` is the example) with these names:
 
 The functions of `Agent` (`agents.common.types`):
 
-    init(key, hparams=None) -> state       state.params: everything `act` needs;
-                                           state.hparams: an `HParams` of arrays
-    update(state) -> (state, metrics)      one iteration; metrics: flat dict of scalars,
-                                           reduced in the graph
+    init(key, hparams=None) -> state       a dataclass; state.params: everything `act`
+                                           needs; state.hparams: an `HParams` of arrays.
+                                           `hparams` maps some HParams field names to values
+                                           (arrays of the fields' dtypes inside a sweep) that
+                                           replace the config's from the start.
+    update(state) -> (state, metrics)      one iteration; metrics: a flat dict of scalars,
+                                           reduced in the graph, among them SCORE's metric
+                                           (and its weight); no name starts with "eval_"
+                                           (the lab's evaluations).
     act(params, x, key, deterministic=False) -> action
 
 `check_agent_module(module)` checks the names above; the lab calls it whenever it resolves
-an agent and reports what is missing.
+an agent, checks the state when it prepares a run and the metrics before it compiles, and
+raises `ContractError` naming what is missing. Nested configs call `normalize_fields` in
+their own `__post_init__` too.
 """
 
 from __future__ import annotations
@@ -45,6 +52,10 @@ from types import ModuleType
 from typing import Any, Callable, Protocol, runtime_checkable
 
 ACT_INPUTS = ("observation", "env_state")
+
+
+class ContractError(ValueError):
+    """An agent module does not follow the contract."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +95,7 @@ class AgentModule(Protocol):
     make_train: Callable[..., Any]
 
 
-_DESCRIPTIONS = {
+_DESCRIPTIONS = {  # what each name of `AgentModule` must be
     "Config": "a frozen dataclass of settings",
     "PRESETS": "a dict of named Configs (may be empty)",
     "HParams": "the dataclass of tunable hyperparameters held in state.hparams",
@@ -100,12 +111,12 @@ CONFIG_PROPERTIES = ("num_iterations", "units_per_iteration", "unit")
 def check_agent_module(module: ModuleType) -> None:
     """Raises a ValueError naming everything `module` lacks of the agent contract."""
     name = getattr(module, "__name__", repr(module))
-    problems = [f"{attr} ({what})" for attr, what in _DESCRIPTIONS.items()
+    problems = [f"{attr} ({_DESCRIPTIONS[attr]})" for attr in AgentModule.__annotations__
                 if not hasattr(module, attr)]
     if not problems:
         problems += _check_values(module)
     if problems:
-        raise ValueError(f"agent module {name!r} does not follow the agent contract "
+        raise ContractError(f"agent module {name!r} does not follow the agent contract "
                          f"(agents.common.contract): missing or wrong: " + "; ".join(problems))
 
 

@@ -11,7 +11,8 @@
 `use_cpu_speedups(False)` or the environment variable PUREJAXRL_LAB_CPU_SPEEDUPS=0.
 Otherwise (GPU, TPU, or turned off) networks are plain flax Dense layers with flax's
 orthogonal initialiser, the optimiser is optax's Adam, and `jax.jvp` and `jax.hessian`
-work through every network. Each is decided when an agent is built (`make`).
+work through every network. Each is decided when a network is traced or an optimiser is
+built.
 
 (The lab's other CPU measure, one JAX CPU device per core, is
 `purejaxrl_lab.use_cpu_cores()`: it concerns devices, not agents.)
