@@ -1,3 +1,5 @@
+import tempfile
+
 import pytest
 
 import purejaxrl_lab
@@ -6,7 +8,13 @@ purejaxrl_lab.use_cpu_cores()  # before anything runs on a device: one CPU devic
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+
 from agents import ppo  # noqa: E402
+from purejaxrl_lab import runtime  # noqa: E402
+
+# Tests share compiled programs: identical programs of different tests load from one
+# persistent compilation cache, private to this test session.
+runtime.enable_compilation_cache(tempfile.mkdtemp(prefix="pjl-test-cache-"))
 
 # One small configuration shared across tests, so its programs compile once per process.
 SMALL = ppo.Config(total_timesteps=4 * 32 * 6, num_envs=4, num_steps=32, update_epochs=2,

@@ -1,11 +1,12 @@
 """Run by tests/test_devices.py in a subprocess with JAX_NUM_CPU_DEVICES=4 (not a test module):
 
-    python -m tests.devices_check AGENT_MODULE
+    python -m tests.devices_check AGENT_MODULE [AGENT_MODULE ...]
 
-checks that an agent's batch of runs gives the same bits on 1, 2 and 4 devices, padded or
-not, for runs and sweeps. AGENT_MODULE (e.g. agents.ppo, tests.toy_agent) names a module that
-follows the agent contract; `DEVICE_CHECKS` in this file gives each one's environment, a small
-config and a sweep grid. A new agent adds its line here.
+checks that each agent's batch of runs gives the same bits on 1, 2 and 4 devices, padded or
+not, for runs (evaluations included) and sweeps, and prints one JSON line per agent.
+AGENT_MODULE (e.g. agents.ppo, tests.toy_agent) names a module that follows the agent
+contract; `DEVICE_CHECKS` in this file gives each one's environment, a small config and a
+sweep grid. A new agent adds its line here.
 """
 
 import dataclasses
@@ -39,15 +40,16 @@ def main(module_name: str):
     env, config, grid = DEVICE_CHECKS[module_name]
     config = resolve_config(module, config)
 
-    def run(seeds, devices=None, **kw):
+    def run(seeds, devices=None, eval_every=0):
         return lab.run(module, config, env, seeds=seeds, num_chunks=3, progress=False,
-                       devices=devices, **kw)
+                       devices=devices, eval_every=eval_every)
 
-    runs = {d: run(8, d) for d in (1, 2, 4)}
+    runs = {d: run(8, d, eval_every=1) for d in (1, 4)}
+    runs[2] = run(8, 2)
     padded = run(6, 4)
     four_on_four, four_auto = run(4, 4), run(4)
     sweeps = {d: lab.sweep(module, config, env, grid=grid, seeds=2, num_chunks=3, progress=False,
-                           devices=d).metrics for d in (1, 4)}
+                           devices=d, eval_every=0).metrics for d in (1, 4)}
     single = {d: run([3], d) for d in (None, 4)}
     out = {
         "single_devices": [single[None].device["used"], single[4].device["used"]],
@@ -56,11 +58,12 @@ def main(module_name: str):
         "padded_device": padded.device,
         "four_on_four_device": four_on_four.device,
         "four_auto_device": four_auto.device,
-        "1_vs_4_exact": same(runs[1].metrics, runs[4].metrics),
-        "2_vs_4_exact": same(runs[2].metrics, runs[4].metrics),
-        "padded_exact": same(padded.metrics, {k: v[:6] for k, v in runs[1].metrics.items()}),
+        "1_vs_4_exact": same(runs[1].metrics, runs[4].metrics) and "eval_return" in runs[4].metrics,
+        "2_vs_4_exact": same(runs[2].metrics, {k: v for k, v in runs[4].metrics.items()
+                                               if not k.startswith("eval_")}),
+        "padded_exact": same(padded.metrics, {k: v[:6] for k, v in runs[2].metrics.items()}),
         "padded_rows": padded.metrics[module.SCORE.metric].shape[0],
-        "four_exact": same(four_on_four.metrics, {k: v[:4] for k, v in runs[1].metrics.items()})
+        "four_exact": same(four_on_four.metrics, {k: v[:4] for k, v in runs[2].metrics.items()})
         and same(four_auto.metrics, four_on_four.metrics),
         "sweep_1_vs_4_exact": same(sweeps[1], sweeps[4]),
     }
@@ -68,10 +71,11 @@ def main(module_name: str):
         pendulum = dataclasses.replace(module.PRESETS["pendulum"], total_timesteps=4 * 8 * 64, num_envs=8,
                                        num_steps=64, update_epochs=2, num_minibatches=4)
         cont = {d: lab.run(module, pendulum, "Pendulum-v1", seeds=4, num_chunks=2, progress=False,
-                           devices=d).metrics for d in (1, 4)}
+                           devices=d, eval_every=0).metrics for d in (1, 4)}
         out["continuous_1_vs_4_exact"] = same(cont[1], cont[4])
-    print(json.dumps(out))
+    print(json.dumps({"agent": module_name, **out}), flush=True)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "agents.ppo"))
+    for name in sys.argv[1:] or ["agents.ppo"]:
+        main(name)

@@ -152,7 +152,7 @@ def test_env_params_must_match(tmp_path):
 def test_sigkill_then_resume(tmp_path):
     """A process killed (SIGKILL) mid-run, even mid-save, resumes to the uninterrupted result."""
     out = tmp_path / "run"
-    args = ["--total-timesteps", str(128 * 1200), "--num-envs", "4", "--num-steps", "32",
+    args = ["--total-timesteps", str(128 * 400), "--num-envs", "4", "--num-steps", "32",
             "--update-epochs", "1", "--num-minibatches", "1", "--seeds", "2", "--num-chunks", "40",
             "--checkpoint-every", "1", "--no-progress", "--cache-dir", str(tmp_path / "cache")]
     proc = subprocess.Popen([sys.executable, "-m", "purejaxrl_lab", "train", "ppo", "--out", str(out), *args],
@@ -176,7 +176,7 @@ def test_sigkill_then_resume(tmp_path):
     assert p.returncode == 0, p.stderr
     resumed = lab.load(out)
     assert resumed.resumed_from is not None and resumed.resumed_from > 0
-    reference = lab.run("ppo", {"total_timesteps": 128 * 1200, "num_envs": 4, "num_steps": 32,
+    reference = lab.run("ppo", {"total_timesteps": 128 * 400, "num_envs": 4, "num_steps": 32,
                                 "update_epochs": 1, "num_minibatches": 1}, "CartPole-v1", seeds=2,
                         num_chunks=40, progress=False)
     for k, v in reference.metrics.items():

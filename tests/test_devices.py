@@ -19,19 +19,30 @@ def env(devices: int) -> dict:
             "PYTHONPATH": str(ROOT)}
 
 
-@pytest.mark.parametrize("agent", ["agents.ppo", "tests.toy_agent"])
-def test_one_two_four_devices(agent):
-    p = subprocess.run([sys.executable, "-m", "tests.devices_check", agent], cwd=ROOT, env=env(4),
+AGENTS = ["agents.ppo", "tests.toy_agent"]
+
+
+@pytest.fixture(scope="module")
+def device_checks():
+    """agent -> what tests/devices_check.py found for it (one subprocess for every agent)."""
+    p = subprocess.run([sys.executable, "-m", "tests.devices_check", *AGENTS], cwd=ROOT, env=env(4),
                        capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
-    r = json.loads(p.stdout.strip().splitlines()[-1])
+    rows = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
+    return {row.pop("agent"): row for row in rows}
+
+
+@pytest.mark.parametrize("agent", AGENTS)
+def test_one_two_four_devices(device_checks, agent):
+    r = device_checks[agent]
     assert r["device_4"]["used"] == 4 and r["device_4"]["padding"] == 0
     # 6 runs on 4 devices: padded to 8 (two repeats of the last run, dropped afterwards).
     assert r["padded_device"]["padding"] == 2 and r["padded_rows"] == 6
     # 4 runs on 4 devices: padded to two runs per device; by default, 2 devices x 2 runs.
     assert r["four_on_four_device"]["padding"] == 4 and r["four_auto_device"]["used"] == 2
     # Every device runs the same vmapped program on its share of two or more runs: the same
-    # bits on 1, 2 or 4 devices, padded or not, for runs, sweeps and continuous control.
+    # bits on 1, 2 or 4 devices, padded or not, for runs (with their evaluations), sweeps and
+    # (PPO) continuous control with normalisation.
     assert r["1_vs_4_exact"] and r["2_vs_4_exact"] and r["padded_exact"] and r["four_exact"]
     assert r["sweep_1_vs_4_exact"] and r.get("continuous_1_vs_4_exact", True)
     # One run: unbatched on one device by default, or padded to one per device on 4 (XLA
@@ -110,7 +121,6 @@ def test_one_cpu_device_per_core_when_asked():
     r, _ = devices()
     assert r["devices"] == r["cores"] and r["again"] is None  # once JAX runs, nothing changes
     # A count the user chose wins, whichever way it was chosen.
-    assert devices(JAX_NUM_CPU_DEVICES="1")[0]["devices"] == 1
     assert devices(JAX_NUM_CPU_DEVICES="3")[0]["devices"] == 3
     assert devices(XLA_FLAGS="--xla_force_host_platform_device_count=3")[0]["devices"] == 3
     # JAX already initialised (gymnax imported first): JAX's single CPU device, and it says so.
