@@ -216,18 +216,25 @@ class _Run:
     def summary(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _rows(self) -> Iterator[dict[str, Any]]:
+    def _run_indices(self) -> Iterator[tuple[tuple, dict[str, Any]]]:
+        """(index into the metrics' leading axes, its labels) for every run."""
         raise NotImplementedError
 
-    def _row_metrics(self, index: tuple, t: int) -> dict[str, Any]:
-        """The metrics of run `index` at iteration t, with the evaluation made after it."""
-        row = {self.unit.replace(" ", "_"): int(self.units[t])}
+    def _rows(self) -> Iterator[dict[str, Any]]:
+        """One row per run and iteration, with the evaluation made after that iteration."""
+        units, unit_key = self.units, self.unit.replace(" ", "_")
         evals = {n: v for n, v in self.metrics.items() if n.startswith(EVAL_PREFIX)}
-        row.update({n: _scalar(v[index][t]) for n, v in self.metrics.items() if n not in evals})
-        if t + 1 in self.eval_iterations:
-            e = self.eval_iterations.index(t + 1)
-            row.update({n: _scalar(v[index][e]) for n, v in evals.items()})
-        return row
+        others = {n: v for n, v in self.metrics.items() if n not in evals}
+        evaluated_after = {it - 1: e for e, it in enumerate(self.eval_iterations)}
+        for index, labels in self._run_indices():
+            run_metrics = {n: v[index] for n, v in others.items()}
+            run_evals = {n: v[index] for n, v in evals.items()}
+            for t in range(self.num_iterations):
+                row = {**labels, "iteration": t, unit_key: int(units[t])}
+                row.update({n: _scalar(v[t]) for n, v in run_metrics.items()})
+                if t in evaluated_after:
+                    row.update({n: _scalar(v[evaluated_after[t]]) for n, v in run_evals.items()})
+                yield row
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Writes metrics.npz, metrics.jsonl (one line per run and iteration), params.npz (the
@@ -391,10 +398,9 @@ class Results(_Run):
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
-    def _rows(self):
+    def _run_indices(self):
         for i, seed in enumerate(self.seeds):
-            for t in range(self.num_iterations):
-                yield {"seed": seed, "iteration": t, **self._row_metrics((i,), t)}
+            yield (i,), {"seed": seed}
 
     def _setting(self, setting):
         return dict(self.setting or {})
@@ -526,11 +532,10 @@ class SweepResults(_Run):
                   + f"device {_device(self.device)}"]
         return "\n".join(lines)
 
-    def _rows(self):
+    def _run_indices(self):
         for j in range(len(self.settings)):
             for i, seed in enumerate(self.seeds):
-                for t in range(self.num_iterations):
-                    yield {"setting": j, "seed": seed, "iteration": t, **self._row_metrics((j, i), t)}
+                yield (j, i), {"setting": j, "seed": seed}
 
     def plot(self, path: str | os.PathLike, statistic: str = "iqm", metric: str | None = None,
              smoothing: int = 1) -> Path:

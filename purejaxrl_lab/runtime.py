@@ -179,7 +179,7 @@ class Layout:
         """`fn` of one run, mapped over a device's runs with `jax.vmap`.
 
         A device holding a single run (a batch of one) calls `fn` unbatched instead, which
-        XLA-CPU compiles ~0.5 s faster and runs faster, and which gives the same numbers on
+        XLA-CPU compiles and runs faster, and which gives the same numbers on
         any number of devices (see `MIN_RUNS_PER_DEVICE`).
         """
         if self.padded // self.num_devices != 1:
