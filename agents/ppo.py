@@ -47,6 +47,7 @@ from agents.common import (
     linear_schedule,
     make_optimizer,
     normalize_fields,
+    train_loop,
     value_loss,
 )
 from agents.common.networks import ACTIVATIONS
@@ -401,10 +402,4 @@ def make(config: Config, env, env_params) -> Agent:
 
 def make_train(config: Config, env, env_params):
     """`train(key) -> (final state, metrics [num_iterations])`: init, then scan(update)."""
-    agent = make(config, env, env_params)
-
-    def train(key: jax.Array):
-        state = agent.init(key)
-        return jax.lax.scan(lambda s, _: agent.update(s), state, None, config.num_iterations)
-
-    return train
+    return train_loop(make(config, env, env_params), config.num_iterations)

@@ -23,7 +23,8 @@ import jax.numpy as jnp
 from flax import struct
 
 import envs
-from agents.common import Agent, Score, check_positive_int, check_real, normalize_fields
+from agents.common import (Agent, Score, check_positive_int, check_real, normalize_fields,
+                           train_loop)
 
 SCORE = Score(metric="regret", higher_is_better=False)
 NAN_METRICS = ("episode_return",)
@@ -152,10 +153,4 @@ def make(config: Config, env, env_params) -> Agent:
 
 
 def make_train(config: Config, env, env_params):
-    agent = make(config, env, env_params)
-
-    def train(key: jax.Array):
-        state = agent.init(key)
-        return jax.lax.scan(lambda s, _: agent.update(s), state, None, config.num_iterations)
-
-    return train
+    return train_loop(make(config, env, env_params), config.num_iterations)

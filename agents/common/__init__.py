@@ -16,7 +16,7 @@ from agents.common.losses import approx_kl, clip_fraction, clipped_surrogate_los
 from agents.common.networks import ACTIVATIONS, MLP, ActorCritic
 from agents.common.optim import linear_schedule, make_optimizer
 from agents.common.returns import discounted_returns, gae
-from agents.common.types import Agent
+from agents.common.types import Agent, train_loop
 
 __all__ = [
     "ACTIVATIONS",
@@ -43,6 +43,7 @@ __all__ = [
     "invalid",
     "linear_schedule",
     "make_optimizer",
+    "train_loop",
     "value_loss",
     "with_overrides",
 ]

@@ -25,3 +25,14 @@ class Agent(NamedTuple):
     init: Callable[..., Any]
     update: Callable[[Any], tuple[Any, dict[str, jax.Array]]]
     act: Callable[..., jax.Array]
+
+
+def train_loop(agent: Agent, num_iterations: int):
+    """`train(key) -> (final state, metrics [num_iterations])`: `init`, then `num_iterations`
+    updates in one `lax.scan` (what an agent module's `make_train` returns)."""
+
+    def train(key: jax.Array):
+        state = agent.init(key)
+        return jax.lax.scan(lambda s, _: agent.update(s), state, None, num_iterations)
+
+    return train
