@@ -14,6 +14,7 @@ exits with status 2, before anything is compiled. `main(argv)` runs a command in
 import contextlib
 import dataclasses
 import io
+import os
 import re
 import secrets
 import sys
@@ -561,3 +562,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("purejaxrl-lab: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the output was piped into a command that stopped reading (head)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
