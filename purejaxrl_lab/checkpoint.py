@@ -210,8 +210,8 @@ class Policy:
       env, env_params: the environment id and the parameters the run trained with.
     """
 
-    params: Any
-    act: Callable
+    params: Any = dataclasses.field(repr=False)
+    act: Callable = dataclasses.field(repr=False)
     seed: int
     setting: dict[str, Any]
     agent: str

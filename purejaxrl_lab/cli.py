@@ -483,6 +483,8 @@ def plot(argv: list[str]) -> int:
 
     if not args.dirs:
         raise UsageError("plot needs one or more results dirs: purejaxrl-lab plot DIR [DIR ...]")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(f"out={args.out!r} is a file; choose a directory for the figures")
     if args.statistic not in ("iqm", "mean", "median"):
         from envs import unknown_name_error
 
@@ -552,6 +554,8 @@ def main(argv: list[str] | None = None) -> int:
         if command == "plot":
             return plot(rest)
         if command == "list":
+            if rest:
+                raise UsageError(f"list takes no arguments, got {' '.join(rest)!r}")
             return list_all()
         from envs import unknown_name_error
 

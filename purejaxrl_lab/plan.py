@@ -303,6 +303,9 @@ def prepare(agent: str | ModuleType, config: Any = None, env: Any = "CartPole-v1
     """
     name, module = resolve_agent(agent)
     config = resolve_config(module, config)
+    if config.num_iterations >= 2**31:  # iteration counters are int32 arrays
+        raise ValueError(f"config: {config.num_iterations:.3g} iterations of {config.units_per_iteration} "
+                         f"{config.unit} are not allowed: at most 2**31 - 1 fit the programs' counters")
     env_id, env_obj, env_params = resolve_env(env)
     seed_list = resolve_seeds(seeds)
     num_chunks = _positive_int("num_chunks", num_chunks)

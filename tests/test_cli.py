@@ -92,7 +92,9 @@ def test_train_end_to_end_subprocess(tmp_path):
     (["sweep", "ppo", "--grid", "ent_coef=0,x"], "--grid ent_coef: 'x' is not a number"),
     (["sweep", "ppo", "--grid", "ent_coef"], "expected NAME=V1,V2"),
     (["sweep", "ppo", "--grid", "env.lenght=1,2"], "closest: 'env.length'"),
+    (["train", "ppo", "--total-timesteps", "1e99"], "at most 2**31 - 1 fit the programs' counters"),
     (["plot", "no/such/dir"], "holds no summary.json"),
+    (["list", "extra"], "list takes no arguments, got 'extra'"),
     (["plot"], "dirs"),
 ])
 def test_bad_input_one_line_exit_2(capsys, tmp_path, monkeypatch, args, message):
