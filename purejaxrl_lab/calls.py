@@ -37,6 +37,11 @@ def chunk_length(num_iterations: int, num_chunks: int) -> tuple[int, bool]:
     return math.ceil(num_iterations / target), True
 
 
+def total_chunks(num_iterations: int, num_chunks: int) -> int:
+    """How many chunks (the last one perhaps shorter) a run of `num_iterations` is cut into."""
+    return math.ceil(num_iterations / chunk_length(num_iterations, num_chunks)[0])
+
+
 def chunks_per_call(num_iterations: int, chunk_len: int, batch: int) -> int:
     """m, the most chunks one call runs: `MAX_CHUNKS_PER_CALL`, or fewer when the run has
     fewer chunks or when m chunks of metrics for the whole batch would pass

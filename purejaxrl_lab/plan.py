@@ -175,7 +175,7 @@ class Plan:
 
     @property
     def total_chunks(self) -> int:
-        return -(-self.config.num_iterations // self.chunk_length)
+        return calls.total_chunks(self.config.num_iterations, self.num_chunks)
 
     @property
     def eval_interval(self) -> int:
@@ -314,7 +314,7 @@ def prepare(agent: str | ModuleType, config: Any = None, env: Any = "CartPole-v1
     resumed = None if resume is None else _resume_meta(resume, checkpoint_dir)
     if resumed is not None:
         num_chunks = resumed[2].get("num_chunks", num_chunks)
-    total = -(-config.num_iterations // calls.chunk_length(config.num_iterations, num_chunks)[0])
+    total = calls.total_chunks(config.num_iterations, num_chunks)
     eval_every = (max(1, round(total / EVALUATIONS_PER_RUN)) if eval_every is None
                   else _positive_int("eval_every", eval_every, allow_zero=True))
     built = module.make(config, env_obj, env_params)  # validates the config against the env

@@ -32,7 +32,6 @@ class Programs:
     call: Any
     evaluate: Any  # compiled, or None without evaluation
     abstract_states: Any  # the batched state as ShapeDtypeStructs
-    metric_names: list[str]  # what `update` returns
     compile_time: float
     compilations: int
     cache_hits: int
@@ -106,7 +105,7 @@ def build(plan: Plan, layout: runtime.Layout, call_len: int, variable_length: bo
     init_fn = compiled.pop(0) if plan.resume_step is None else None
     eval_program = compiled.pop(0) if plan.eval_every else None
     counts = runtime.compile_counts()
-    return Programs(init_fn, call_program, eval_program, abstract_states, sorted(lowered.out_info[1]),
+    return Programs(init_fn, call_program, eval_program, abstract_states,
                     time.perf_counter() - t0, counts["compilations"] - counts_before["compilations"],
                     counts["cache_hits"] - counts_before["cache_hits"])
 
