@@ -13,13 +13,59 @@ from agents.common.config import (
 )
 from agents.common.contract import ACT_INPUTS, AgentModule, ContractError, Score, check_agent_module
 from agents.common.losses import approx_kl, clip_fraction, clipped_surrogate_loss, value_loss
-from agents.common.networks import ACTIVATIONS, MLP, ActorCritic
+from agents.common.networks import (
+    ACTIVATIONS,
+    MLP,
+    ActorCritic,
+    CriticEnsemble,
+    Encoder,
+    GaussianActor,
+    QNetwork,
+)
 from agents.common.optim import linear_schedule, make_optimizer
+from agents.common.replay import Batch, ReplayState, Steps, make_replay, max_episode_steps
 from agents.common.returns import discounted_returns, gae
+from agents.common.value_learning import (
+    epsilon_greedy,
+    huber_loss,
+    linear_epsilon,
+    n_step_return,
+    polyak,
+    q_lambda_targets,
+    q_learning_target,
+    sac_actor_loss,
+    sac_critic_target,
+    squashed_gaussian,
+    squashed_log_prob,
+    td_loss,
+    temperature_loss,
+)
 from agents.common.types import Agent, train_loop
 
 __all__ = [
     "ACTIVATIONS",
+    "Batch",
+    "CriticEnsemble",
+    "Encoder",
+    "GaussianActor",
+    "QNetwork",
+    "ReplayState",
+    "Steps",
+    "epsilon_greedy",
+    "huber_loss",
+    "linear_epsilon",
+    "make_replay",
+    "max_episode_steps",
+    "n_step_return",
+    "polyak",
+    "q_lambda_targets",
+    "q_learning_target",
+    "sac_actor_loss",
+    "sac_critic_target",
+    "squashed_gaussian",
+    "squashed_log_prob",
+    "td_loss",
+    "temperature_loss",
     "ACT_INPUTS",
     "AgentModule",
     "ContractError",
