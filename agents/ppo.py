@@ -8,13 +8,24 @@ One iteration of `update`:
      clipped surrogate + value + entropy loss.
 
 The action space decides the policy head: categorical logits for `Discrete`,
-a diagonal Gaussian with a learned state-independent log std for `Box`.
+a diagonal Gaussian with a learned state-independent log std for `Box`. The
+observation's rank decides the torso: hidden layers for vectors, a 3x3 convolution
+first for images (MinAtar's [10, 10, C]).
+
+With `recurrent` (PureJaxRL's `ppo_rnn.py`) the actor and the critic share a GRU (Cho et
+al. 2014) whose state each environment carries from step to step, reset to zeros at every
+episode's first observation (with same-step auto-reset, the observation after a
+terminated or truncated step). Step 2 bootstraps from the final observation with the GRU
+state that reached it; step 3 cuts minibatches of whole environments' sequences and
+re-runs the GRU over them from the rollout's first state.
 
     env, env_params = envs.make("CartPole-v1")
     agent = ppo.make(ppo.Config(), env, env_params)
     state = agent.init(key)
     state, metrics = agent.update(state)
     action = agent.act(state.params, obs, key, deterministic=True)
+    # recurrent: the GRU state in and out, `agent.init_carry(batch_shape)` at an episode's start
+    action, carry = agent.act(state.params, obs, key, deterministic=True, carry=carry)
 """
 
 from __future__ import annotations
@@ -50,14 +61,14 @@ from agents.common import (
     train_loop,
     value_loss,
 )
-from agents.common.networks import ACTIVATIONS
+from agents.common.networks import ACTIVATIONS, RecurrentActorCritic, ScannedGRU
 
 SCORE = Score(metric="episode_return", higher_is_better=True, weight="episodes", label="return")
 """Results are judged by the mean return of the episodes that ended."""
 NAN_METRICS = ("episode_return", "episode_length")
 """NaN in an iteration in which no episode ended."""
 ACT_INPUT = "observation"
-"""`act` takes raw environment observations, batched or not."""
+"""`act` takes raw environment observations, batched or not (and, recurrent, the GRU state)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +77,7 @@ class Config:
 
     SHAPE_FIELDS: ClassVar[frozenset[str]] = frozenset(
         {"total_timesteps", "num_envs", "num_steps", "update_epochs", "num_minibatches",
-         "hidden_sizes"})
+         "hidden_sizes", "recurrent", "rnn_hidden_size"})
 
     total_timesteps: int = 500_000
     """Environment steps in the whole run, summed over the parallel environments."""
@@ -77,7 +88,7 @@ class Config:
     update_epochs: int = 4
     """Passes over each rollout batch."""
     num_minibatches: int = 4
-    """Minibatches per epoch; must divide num_envs * num_steps."""
+    """Minibatches per epoch; must divide num_envs * num_steps (recurrent: num_envs)."""
     learning_rate: float = 2.5e-4
     """Adam step size (tunable: lives in the state)."""
     anneal_lr: bool = True
@@ -108,14 +119,24 @@ class Config:
     """Hidden activation: tanh or relu."""
     log_std_init: float = dataclasses.field(default=0.0, metadata=ONLY_CONTINUOUS)
     """Initial log standard deviation of the Gaussian policy (continuous actions only)."""
+    recurrent: bool = False
+    """A recurrent policy: an embedding layer, a GRU shared by the actor and the critic, then
+    their heads (hidden_sizes); each minibatch is the whole rollout of num_envs //
+    num_minibatches environments."""
+    rnn_hidden_size: int = 128
+    """Width of the GRU's state and of the embedding before it (recurrent only)."""
 
     def __post_init__(self):
         normalize_fields(self)
         check_positive_int(self, "total_timesteps", "num_envs", "num_steps", "update_epochs",
-                           "num_minibatches")
+                           "num_minibatches", "rnn_hidden_size")
         if self.batch_size % self.num_minibatches:
             raise invalid("num_minibatches", self.num_minibatches,
                           f"must divide the batch num_envs * num_steps = {self.batch_size}")
+        if self.recurrent and self.num_envs % self.num_minibatches:
+            raise invalid("num_minibatches", self.num_minibatches,
+                          f"must divide num_envs = {self.num_envs} with recurrent=True (a "
+                          f"minibatch holds whole sequences of environments)")
         if self.total_timesteps < self.batch_size:
             raise invalid("total_timesteps", self.total_timesteps,
                           f"must be at least one batch, num_envs * num_steps = {self.batch_size}")
@@ -139,6 +160,7 @@ class Config:
 
     @property
     def minibatch_size(self) -> int:
+        """Transitions per minibatch (recurrent: num_envs // num_minibatches sequences)."""
         return self.batch_size // self.num_minibatches
 
     @property
@@ -172,6 +194,20 @@ PRESETS: dict[str, Config] = {
         ent_coef=0.0,
         normalize_obs=True,
         normalize_reward=True,
+    ),
+    # Recurrent PPO on bsuite's MemoryChain (memory_length=5: the context shows at the first
+    # two steps, the rewarded choice comes four steps later): a mean final return of about 1
+    # (the maximum) over 4 seeds, where feed-forward PPO stays at 0, chance (README).
+    "memory_chain": Config(
+        total_timesteps=51_200,
+        num_envs=16,
+        num_steps=32,
+        num_minibatches=4,
+        learning_rate=5e-4,
+        hidden_sizes=(64,),
+        activation="relu",
+        recurrent=True,
+        rnn_hidden_size=64,
     ),
 }
 """Named configurations: `ppo.PRESETS["pendulum"]`, or `--preset pendulum` on the CLI."""
@@ -210,22 +246,29 @@ class State:
     params: Params
     opt_state: Any
     env_state: Any  # wrapped, batched environment state [num_envs]
-    obs: jax.Array  # [num_envs, obs_dim] observation to act on next (normalised if enabled)
+    obs: jax.Array  # [num_envs, *obs_shape] observation to act on next (normalised if enabled)
     key: jax.Array
     hparams: HParams
     iteration: jax.Array  # [] int32, updates done so far
+    # Recurrent only (None for a feed-forward policy):
+    episode_start: jax.Array | None = None  # [num_envs] bool, obs is an episode's first
+    rnn_state: jax.Array | None = None  # [num_envs, rnn_hidden_size] GRU state before obs
 
 
 @struct.dataclass
 class Transition:
-    obs: jax.Array  # [T, num_envs, obs_dim]
+    obs: jax.Array  # [T, num_envs, *obs_shape]
     action: jax.Array  # [T, num_envs] or [T, num_envs, action_dim]
     log_prob: jax.Array  # [T, num_envs]
     value: jax.Array  # [T, num_envs]
     reward: jax.Array  # [T, num_envs]
     terminated: jax.Array  # [T, num_envs]
     truncated: jax.Array  # [T, num_envs]
-    final_obs: jax.Array  # [T, num_envs, obs_dim] the observation each step really reached
+    final_obs: jax.Array  # [T, num_envs, *obs_shape] the observation each step really reached
+    # Recurrent only (None for a feed-forward policy):
+    episode_start: jax.Array | None = None  # [T, num_envs] bool, obs is an episode's first
+    next_rnn_state: jax.Array | None = None  # [T, num_envs, rnn_hidden_size] GRU state after
+    #   reading obs: the one final_obs continues from
 
 
 # --------------------------------------------------------------------------- agent
@@ -244,10 +287,9 @@ def validate(config: Config, env, env_params) -> None:
 
 
 def wrap_env(config: Config, env, env_params):
-    """The environment stack PPO trains on (inner first)."""
+    """The environment stack PPO trains on (inner first). Observations keep their shape:
+    the network flattens them, after a convolution for images."""
     env = envs.EpisodeStatistics(env)
-    if len(env.observation_space(env_params).shape) != 1:
-        env = envs.FlattenObservation(env)
     if not is_discrete(env, env_params):
         env = envs.ClipAction(env)
     env = envs.VecEnv(env, config.num_envs)
@@ -266,17 +308,32 @@ def _obs_stats(config: Config, env_state) -> envs.RunningMeanStd | None:
     return env_state.obs_stats
 
 
+def make_network(config: Config, env, env_params):
+    """`ActorCritic`, or with `recurrent` the `RecurrentActorCritic`, for `env`'s spaces."""
+    action_space = env.action_space(env_params)
+    discrete = is_discrete(env, env_params)
+    action_dim = action_space.n if discrete else int(math.prod(action_space.shape))
+    obs_ndim = len(env.observation_space(env_params).shape)
+    if config.recurrent:
+        return RecurrentActorCritic(action_dim, discrete, config.hidden_sizes, config.activation,
+                                    config.log_std_init, config.rnn_hidden_size, obs_ndim)
+    return ActorCritic(action_dim, discrete, config.hidden_sizes, config.activation,
+                       config.log_std_init, obs_ndim)
+
+
 def make(config: Config, env, env_params) -> Agent:
     """Builds PPO's pure functions for `env` (any gymnax environment)."""
     validate(config, env, env_params)
     discrete = is_discrete(env, env_params)
     action_space = env.action_space(env_params)
     obs_shape = tuple(env.observation_space(env_params).shape)
-    action_dim = action_space.n if discrete else int(math.prod(action_space.shape))
     venv = wrap_env(config, env, env_params)
-    network = ActorCritic(action_dim, discrete, config.hidden_sizes, config.activation,
-                          config.log_std_init)
+    network = make_network(config, env, env_params)
     optimizer = make_optimizer()
+
+    def init_carry(batch_shape: tuple[int, ...]) -> jax.Array:
+        """The GRU state before an episode's first step: zeros [*batch_shape, rnn_hidden_size]."""
+        return ScannedGRU.initialize_carry(tuple(batch_shape), config.rnn_hidden_size)
 
     def init(key: jax.Array, hparams: Mapping[str, Any] | None = None) -> State:
         """`hparams`: tunable hyperparameters replacing the config's (e.g. one sweep setting)."""
@@ -287,36 +344,74 @@ def make(config: Config, env, env_params) -> Agent:
         obs, env_state = venv.reset(key_env, env_params)
         if config.normalize_reward:  # the reward scale tracks the return discounted by gamma
             env_state = env_state.replace(gamma=hp.gamma)
-        net_params = network.init(key_net, obs)
+        if config.recurrent:
+            episode_start = jnp.ones(config.num_envs, bool)
+            rnn_state = init_carry((config.num_envs,))
+            net_params = network.init(key_net, rnn_state, obs[:, None], episode_start[:, None])
+        else:
+            episode_start = rnn_state = None
+            net_params = network.init(key_net, obs)
         params = Params(net_params, _obs_stats(config, env_state))
-        return State(params, optimizer.init(net_params), env_state, obs, key, hp, jnp.int32(0))
+        return State(params, optimizer.init(net_params), env_state, obs, key, hp, jnp.int32(0),
+                     episode_start, rnn_state)
+
+    def policy_step(net_params, obs, episode_start, rnn_state):
+        """(pi over [B], value [B], GRU state after obs) for obs [B, *obs_shape] at one step;
+        feed-forward: the GRU inputs are None and so is the state returned."""
+        if not config.recurrent:
+            pi, value = network.apply(net_params, obs)
+            return pi, value, None
+        rnn_state, pi, value = network.apply(net_params, rnn_state, obs[:, None],
+                                             episode_start[:, None])
+        return pi[:, 0], value[:, 0], rnn_state
 
     def collect(state: State, key: jax.Array):
         def step(carry, key):
-            env_state, obs = carry
+            env_state, obs, episode_start, rnn_state = carry
             key_act, key_step = jax.random.split(key)
-            pi, value = network.apply(state.params.network, obs)
+            pi, value, next_rnn_state = policy_step(state.params.network, obs, episode_start,
+                                                    rnn_state)
             action = pi.sample(seed=key_act)
             log_prob = pi.log_prob(action)
             next_obs, env_state, reward, terminated, truncated, info = venv.step(
                 key_step, env_state, action, env_params
             )
             transition = Transition(obs, action, log_prob, value, reward.astype(jnp.float32),
-                                    terminated, truncated, info["final_observation"])
-            return (env_state, next_obs), (transition, info["episode"])
+                                    terminated, truncated, info["final_observation"],
+                                    episode_start, next_rnn_state)
+            # Same-step auto-reset: next_obs starts an episode wherever this step ended one.
+            next_start = (terminated | truncated) if config.recurrent else None
+            return (env_state, next_obs, next_start, next_rnn_state), (transition, info["episode"])
 
         keys = jax.random.split(key, config.num_steps)
-        (env_state, obs), (traj, episode) = jax.lax.scan(step, (state.env_state, state.obs), keys)
-        return env_state, obs, traj, episode
+        first = (state.env_state, state.obs, state.episode_start, state.rnn_state)
+        (env_state, obs, episode_start, rnn_state), (traj, episode) = jax.lax.scan(step, first, keys)
+        return env_state, obs, episode_start, rnn_state, traj, episode
+
+    def final_values(net_params, traj: Transition) -> jax.Array:
+        """V(final observation) [T, num_envs]; recurrent: from the GRU state after obs, as the
+        final observation continues obs's episode."""
+        if not config.recurrent:
+            return network.apply(net_params, traj.final_obs, method=ActorCritic.value)
+        final_obs, rnn_state = (x.reshape(config.batch_size, *x.shape[2:])
+                                for x in (traj.final_obs, traj.next_rnn_state))
+        _, _, value = network.apply(net_params, rnn_state, final_obs[:, None],
+                                    jnp.zeros((config.batch_size, 1), bool))
+        return value.reshape(config.num_steps, config.num_envs)
 
     def loss_fn(net_params, batch, hp: HParams):
-        traj, advantage, target = batch
-        pi, value = network.apply(net_params, traj.obs)
-        log_ratio = pi.log_prob(traj.action) - traj.log_prob
+        traj, advantage, target, rnn_state = batch
+        if config.recurrent:  # re-run the GRU over whole sequences [envs, T] from their start
+            _, pi, value = network.apply(net_params, rnn_state, traj.obs, traj.episode_start)
+        else:
+            pi, value = network.apply(net_params, traj.obs)
+        # The losses take a flat batch: [minibatch] transitions ([envs * T] recurrent).
+        log_ratio, advantage, value, old_value, target = (x.reshape(-1) for x in (
+            pi.log_prob(traj.action) - traj.log_prob, advantage, value, traj.value, target))
         if config.normalize_advantages:
             advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
         policy_loss = clipped_surrogate_loss(log_ratio, advantage, hp.clip_eps)
-        v_loss = value_loss(value, traj.value, target, hp.clip_eps, config.clip_value_loss)
+        v_loss = value_loss(value, old_value, target, hp.clip_eps, config.clip_value_loss)
         entropy = pi.entropy().mean()
         total = policy_loss + hp.vf_coef * v_loss - hp.ent_coef * entropy
         return total, {
@@ -329,7 +424,10 @@ def make(config: Config, env, env_params) -> Agent:
         }
 
     def learn(state: State, key: jax.Array, batch, learning_rate):
+        """Epochs of minibatch steps on `batch`, whose leading axis is shuffled and split:
+        transitions [batch_size] feed-forward, environments [num_envs] recurrent."""
         hp = state.hparams
+        num_samples = config.num_envs if config.recurrent else config.batch_size
 
         def minibatch_step(carry, minibatch):
             net_params, opt_state = carry
@@ -341,10 +439,10 @@ def make(config: Config, env, env_params) -> Agent:
             return (net_params, opt_state), stats
 
         def epoch(carry, key):
-            order = jax.random.permutation(key, config.batch_size)
+            order = jax.random.permutation(key, num_samples)
             shuffled = jax.tree.map(
-                lambda x: x[order].reshape(config.num_minibatches, config.minibatch_size,
-                                           *x.shape[1:]),
+                lambda x: x[order].reshape(config.num_minibatches,
+                                           num_samples // config.num_minibatches, *x.shape[1:]),
                 batch,
             )
             return jax.lax.scan(minibatch_step, carry, shuffled)
@@ -360,44 +458,65 @@ def make(config: Config, env, env_params) -> Agent:
         key, key_collect, key_learn = jax.random.split(state.key, 3)
 
         # 1. Collect.
-        env_state, obs, traj, episode = collect(state, key_collect)
+        env_state, obs, episode_start, rnn_state, traj, episode = collect(state, key_collect)
 
         # 2. Advantages: V(final observation) is V(next observation) except where an
         #    episode ended, where it is the value of the state really reached.
-        v_next = network.apply(state.params.network, traj.final_obs, method=ActorCritic.value)
+        v_next = final_values(state.params.network, traj)
         advantage, target = jax.vmap(gae, in_axes=(1, 1, 1, 1, 1, None, None), out_axes=1)(
             traj.reward, traj.value, v_next, traj.terminated, traj.truncated,
             hp.gamma, hp.gae_lambda,
         )
 
-        # 3. Learn on the flattened batch.
-        flat = jax.tree.map(lambda x: x.reshape(config.batch_size, *x.shape[2:]),
-                            (traj, advantage, target))
+        # 3. Learn: on the flattened batch, or (recurrent) on whole sequences [num_envs, T]
+        #    from the rollout's first GRU state.
+        if config.recurrent:
+            batch = (*jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1),
+                                   (traj.replace(next_rnn_state=None), advantage, target)),
+                     state.rnn_state)
+        else:
+            batch = (*jax.tree.map(lambda x: x.reshape(config.batch_size, *x.shape[2:]),
+                                   (traj, advantage, target)), None)
         learning_rate = (
             linear_schedule(hp.learning_rate, state.iteration, config.num_iterations)
             if config.anneal_lr else hp.learning_rate
         )
-        net_params, opt_state, stats = learn(state, key_learn, flat, learning_rate)
+        net_params, opt_state, stats = learn(state, key_learn, batch, learning_rate)
 
         params = Params(net_params, _obs_stats(config, env_state))
         state = state.replace(params=params, opt_state=opt_state, env_state=env_state, obs=obs,
-                              key=key, iteration=state.iteration + 1)
+                              key=key, iteration=state.iteration + 1,
+                              episode_start=episode_start, rnn_state=rnn_state)
         metrics = {**envs.summarize_episodes(episode), **stats, "learning_rate": learning_rate}
         return state, metrics
 
-    def act(params: Params, obs: jax.Array, key: jax.Array, deterministic: bool = False):
-        """Actions for raw environment observations, batched ([..., *obs_shape]) or not."""
+    def act(params: Params, obs: jax.Array, key: jax.Array, deterministic: bool = False,
+            carry: jax.Array | None = None):
+        """Actions for raw environment observations, batched ([..., *obs_shape]) or not.
+
+        Recurrent: also takes the GRU state `carry` [..., rnn_hidden_size] before obs (None:
+        an episode's start, `init_carry`) and returns (action, the state after obs).
+        """
         batch_shape = obs.shape[: obs.ndim - len(obs_shape)]
-        obs = obs.reshape(*batch_shape, -1)
         if params.obs_stats is not None:
             obs = envs.normalize(params.obs_stats, obs)
-        pi = network.apply(params.network, obs, method=ActorCritic.policy)
+        if config.recurrent:
+            carry = init_carry(batch_shape) if carry is None else carry
+            flat_obs = obs.reshape(-1, *obs_shape)
+            pi, _, carry = policy_step(params.network, flat_obs,
+                                       jnp.zeros(flat_obs.shape[0], bool),
+                                       carry.reshape(-1, config.rnn_hidden_size))
+            carry = carry.reshape(*batch_shape, config.rnn_hidden_size)
+        else:
+            pi = network.apply(params.network, obs, method=ActorCritic.policy)
         action = pi.mode() if deterministic else pi.sample(seed=key)
+        if config.recurrent:
+            action = action.reshape(*batch_shape, *action.shape[1:])
         if not discrete:
             action = jnp.clip(action, action_space.low, action_space.high)
-        return action
+        return (action, carry) if config.recurrent else action
 
-    return Agent(init, update, act)
+    return Agent(init, update, act, init_carry if config.recurrent else None)
 
 
 def make_train(config: Config, env, env_params):

@@ -202,12 +202,18 @@ class Policy:
     `x` is what the agent acts on (`act_input`): an observation of the environment, batched
     or not, or an environment state (search agents).
 
+    A recurrent policy (`recurrent`) carries a memory from step to step:
+    `action, carry = policy(x, carry=carry)`, with carry=None (or `policy.init_carry(
+    batch_shape)`) at an episode's first step; pass each returned carry to the next step.
+
     Attributes:
       params: the agent's `state.params` for one run (weights, observation statistics, ...).
-      act: the agent's `act(params, x, key, deterministic)`.
+      act: the agent's `act(params, x, key, deterministic)` (recurrent: `act(params, x, key,
+        deterministic, carry) -> (action, carry)`).
       seed: the seed it was trained with; setting: its sweep setting ({} for a run).
       act_input: "observation" or "env_state".
       env, env_params: the environment id and the parameters the run trained with.
+      init_carry: the agent's `init_carry(batch_shape)` for a recurrent policy, else None.
     """
 
     params: Any = dataclasses.field(repr=False)
@@ -218,15 +224,27 @@ class Policy:
     env: str
     act_input: str = "observation"
     env_params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    init_carry: Callable | None = dataclasses.field(default=None, repr=False)
 
-    def __call__(self, x, key: jax.Array | None = None, deterministic: bool | None = None):
+    @property
+    def recurrent(self) -> bool:
+        """Whether the policy carries a memory (`policy(x, carry=...) -> (action, carry)`)."""
+        return self.init_carry is not None
+
+    def __call__(self, x, key: jax.Array | None = None, deterministic: bool | None = None,
+                 carry: Any = None):
         deterministic = key is None if deterministic is None else deterministic
         if key is None:
             if not deterministic:
                 raise ValueError("deterministic=False needs a key: policy(x, key)")
             key = jax.random.key(0)  # unused by a deterministic policy
         x = jax.tree.map(jnp.asarray, x)
-        return self.act(self.params, x, key, deterministic)
+        if not self.recurrent:
+            if carry is not None:
+                raise ValueError(f"carry={carry!r} is not allowed: this {self.agent} policy is "
+                                 f"not recurrent")
+            return self.act(self.params, x, key, deterministic)
+        return self.act(self.params, x, key, deterministic, carry)
 
 
 def _run_record(directory: Path) -> tuple[dict[str, Any], str]:
@@ -312,4 +330,4 @@ def load_policy(directory: str | Path, seed: int = 0, setting: int | None = None
         params = from_storable(jax.tree.map(lambda x: np.asarray(x)[index], stored), abstract)
     return Policy(params=params, act=agent.act, seed=seed, setting=dict(chosen),
                   agent=record["agent"], env=record["env"], act_input=module.ACT_INPUT,
-                  env_params=dict(record["env_params"]))
+                  env_params=dict(record["env_params"]), init_carry=agent.init_carry)

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from agents.common.types import reset_carry
+
 # The evaluation keys are drawn from the seed's key folded with this, then with the number
 # of iterations done: they never touch the training keys, so a run with evaluation trains
 # exactly as one without, and a resumed run evaluates as the uninterrupted one.
@@ -41,7 +43,7 @@ def max_steps(env_params):
 
 def run_episodes(key: jax.Array, act: Callable, params: Any, env, env_params, num_episodes: int,
              act_input: str = "observation", deterministic: bool = True,
-             limit: int | None = None) -> Episodes:
+             limit: int | None = None, init_carry: Callable | None = None) -> Episodes:
     """Runs `num_episodes` episodes of `act` on fresh environments, side by side.
 
     Each environment runs until its first episode ends (or `limit` steps, by default the
@@ -50,40 +52,50 @@ def run_episodes(key: jax.Array, act: Callable, params: Any, env, env_params, nu
     Args:
       key: PRNG key for the resets, the environments' steps and sampled actions.
       act: `act(params, x, key, deterministic)`, x an observation or an environment state
-        (`act_input`), unbatched.
+        (`act_input`), unbatched; for a recurrent policy `act(params, x, key, deterministic,
+        carry) -> (action, carry)`.
       params: what `act` needs (`state.params` of one run).
       env, env_params: the gymnax environment the agent was made for (without the agent's
         own wrappers).
+      init_carry: a recurrent policy's `init_carry(batch_shape)` (the agent's); its carry
+        starts from it at the reset and again wherever an episode ended. None: stateless.
     """
     limit = max_steps(env_params) if limit is None else limit
     key_reset, key_run = jax.random.split(key)
     obs, state = jax.vmap(env.reset, in_axes=(0, None))(
         jax.random.split(key_reset, num_episodes), env_params)
     zeros = jnp.zeros(num_episodes, jnp.float32)
+    memory = None if init_carry is None else init_carry((num_episodes,))
     carry = (obs, state, jnp.zeros(num_episodes, bool), zeros, jnp.zeros(num_episodes, jnp.int32),
-             key_run, jnp.int32(0))
+             key_run, jnp.int32(0), memory)
     limit = jnp.asarray(limit)
 
     def running(carry):
-        *_, ended, _, _, _, t = carry
+        *_, ended, _, _, _, t, _ = carry
         return jnp.logical_and(~jnp.all(ended), t < limit)
 
     def step(carry):
-        obs, state, ended, returns, lengths, key, t = carry
+        obs, state, ended, returns, lengths, key, t, memory = carry
         key, key_act, key_step = jax.random.split(key, 3)
         x = obs if act_input == "observation" else state
-        action = jax.vmap(act, in_axes=(None, 0, 0, None))(
-            params, x, jax.random.split(key_act, num_episodes), deterministic)
+        keys_act = jax.random.split(key_act, num_episodes)
+        if init_carry is None:
+            action = jax.vmap(act, in_axes=(None, 0, 0, None))(params, x, keys_act, deterministic)
+        else:
+            action, memory = jax.vmap(act, in_axes=(None, 0, 0, None, 0))(
+                params, x, keys_act, deterministic, memory)
         obs, state, reward, terminated, truncated, _ = jax.vmap(
             env.step, in_axes=(0, 0, 0, None))(jax.random.split(key_step, num_episodes), state,
                                                action, env_params)
         live = ~ended
         returns = returns + jnp.where(live, reward.astype(jnp.float32), 0.0)
         lengths = lengths + live.astype(jnp.int32)
-        ended = ended | terminated | truncated
-        return obs, state, ended, returns, lengths, key, t + 1
+        ended_now = terminated | truncated
+        if init_carry is not None:  # obs starts a new episode where one ended (auto-reset)
+            memory = reset_carry(init_carry, memory, ended_now)
+        return obs, state, ended | ended_now, returns, lengths, key, t + 1, memory
 
-    _, _, _, returns, lengths, _, _ = jax.lax.while_loop(running, step, carry)
+    _, _, _, returns, lengths, _, _, _ = jax.lax.while_loop(running, step, carry)
     return Episodes(returns, lengths)
 
 
@@ -140,7 +152,8 @@ def evaluate(policy, env: Any = None, episodes: int = 100, seed: int = 0, policy
 
         env_params = env_params.replace(**{**policy.env_params, **split(policy.setting)[1]})
     run = jax.jit(lambda key, params: run_episodes(key, policy.act, params, env_obj, env_params,
-                                                   episodes, policy.act_input, deterministic))
+                                                   episodes, policy.act_input, deterministic,
+                                                   init_carry=policy.init_carry))
     out = run(jax.random.key(seed), policy.params)
     returns, lengths = np.asarray(out.returns), np.asarray(out.lengths)
     low, high = stats.bootstrap_ci(returns, stats.mean)

@@ -118,6 +118,7 @@ class _Run:
     params: Any = dataclasses.field(default=None, repr=False, compare=False)
     final_state: Any = dataclasses.field(default=None, repr=False, compare=False)
     act: Callable | None = dataclasses.field(default=None, repr=False, compare=False)
+    init_carry: Callable | None = dataclasses.field(default=None, repr=False, compare=False)
     directory: Path | None = dataclasses.field(default=None, compare=False)
 
     KIND = "run"
@@ -281,7 +282,7 @@ class _Run:
         chosen = self._setting(setting)
         return checkpoint.Policy(params=params, act=self.act, seed=seed, setting=chosen,
                                  agent=self.agent, env=self.env, act_input=self.act_input,
-                                 env_params=dict(self.env_params))
+                                 env_params=dict(self.env_params), init_carry=self.init_carry)
 
     def _policy_index(self, seed: int, setting: int | None) -> int:
         if seed not in self.seeds:

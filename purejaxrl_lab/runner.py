@@ -218,7 +218,7 @@ def _results(plan: Plan, layout, programs: programs_lib.Programs, states, histor
         state_bytes=programs_lib.state_bytes(programs.abstract_states, layout.padded),
         runs_in_program=plan.batch, agent_module=plan.module.__name__,
         act_input=plan.module.ACT_INPUT, params=runtime.to_host(states.params),
-        final_state=states, act=plan.agent.act,
+        final_state=states, act=plan.agent.act, init_carry=plan.agent.init_carry,
     )
     if plan.settings is None:
         results = Results(metrics=metrics, **common)

@@ -111,3 +111,35 @@ def test_continuous_ppo_improves_on_pendulum():
     first, last = np.nanmean(ret[:10]), np.nanmean(ret[-10:])
     # Random actions score about -1200; learning lifts the return by hundreds.
     assert last > first + 300, (first, last)
+
+
+def test_image_observations_go_through_a_conv_torso():
+    """MinAtar's [10, 10, C] grids keep their shape: a 3x3 convolution (16 channels) starts
+    the actor and the critic; `act` takes raw observations, batched or not."""
+    env, env_params = envs.make("Breakout-MinAtar")
+    agent = ppo.make(SMALL, env, env_params)
+    state = jax.jit(agent.init, compiler_options=lab_compiler_options(runs_once=True))(
+        jax.random.key(0))
+    assert state.obs.shape == (SMALL.num_envs, 10, 10, 4)
+    net = state.params.network["params"]
+    for branch in ("actor", "critic"):
+        assert net[branch]["Conv_0"]["kernel"].shape == (3, 3, 4, 16)
+        assert net[branch]["Dense_0"]["kernel"].shape == (8 * 8 * 16, SMALL.hidden_sizes[0])
+    new, metrics = jax.jit(agent.update, compiler_options=lab_compiler_options())(state)
+    for k in ("loss", "value_loss", "entropy", "approx_kl"):
+        assert np.isfinite(metrics[k]), k
+    assert not np.array_equal(new.params.network["params"]["actor"]["Conv_0"]["kernel"],
+                              net["actor"]["Conv_0"]["kernel"])
+    obs = new.obs  # [num_envs, 10, 10, 4]
+    batched = agent.act(new.params, obs, jax.random.key(1), deterministic=True)
+    assert batched.shape == (SMALL.num_envs,)
+    one = agent.act(new.params, obs[1], jax.random.key(1), deterministic=True)
+    assert one.shape == () and one == batched[1]
+    assert agent.act(new.params, obs.reshape(2, 2, 10, 10, 4), jax.random.key(1)).shape == (2, 2)
+
+
+def lab_compiler_options(runs_once=False):
+    """The lab's XLA-CPU options (its programs compile several times faster)."""
+    from purejaxrl_lab import runtime
+
+    return runtime.compiler_options(jax.devices(), runs_once=runs_once)

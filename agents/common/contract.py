@@ -37,6 +37,21 @@ The functions of `Agent` (`agents.common.types`):
                                            (and its weight); no name starts with "eval_"
                                            (the lab's evaluations).
     act(params, x, key, deterministic=False) -> action
+    init_carry = None                      (the default: a stateless policy)
+
+A recurrent policy (e.g. `ppo.Config(recurrent=True)`) carries a memory from step to step.
+Its `Agent` has `init_carry` and a carry in and out of `act`:
+
+    init_carry(batch_shape) -> carry       its memory before an episode's first step: a
+                                           pytree, leaves [*batch_shape, ...]
+    act(params, x, key, deterministic=False, carry=None) -> (action, carry)
+                                           carry: the one the previous step returned, or
+                                           init_carry's where x is an episode's first
+                                           input (None: init_carry of x's batch shape)
+
+The lab's evaluation (`run_episodes`, `evaluate`) and `Policy` run such a policy with its
+carry, initialised at every reset and re-initialised where an episode ended
+(`agents.common.types.reset_carry`); state.params still holds everything it needs.
 
 `check_agent_module(module)` checks the names above; the lab calls it whenever it resolves
 an agent, checks the state when it prepares a run and the metrics before it compiles, and

@@ -43,14 +43,14 @@ def active() -> bool:
     return _ENABLED and jax.default_backend() == "cpu"
 
 
-def dense(features: int, scale: float) -> nn.Dense:
+def dense(features: int, scale: float, name: str | None = None) -> nn.Dense:
     """A Dense layer with orthogonal(scale) kernels and zero biases: the CPU variants when
-    `active()`, plain flax otherwise."""
+    `active()`, plain flax otherwise. `name`: flax's (default: automatic, `Dense_<n>`)."""
     if not active():
         return nn.Dense(features, kernel_init=nn.initializers.orthogonal(scale),
-                        bias_init=nn.initializers.zeros)
+                        bias_init=nn.initializers.zeros, name=name)
     return nn.Dense(features, kernel_init=orthogonal(scale), bias_init=nn.initializers.zeros,
-                    dot_general=dense_dot_general)
+                    dot_general=dense_dot_general, name=name)
 
 
 def adam(eps: float) -> optax.GradientTransformation:

@@ -1,10 +1,15 @@
-"""MLP actor-critic networks with orthogonal initialisation, and their policies (distrax).
+"""Networks with orthogonal initialisation: encoders for any observation, the PPO
+actor-critic and its policies (distrax), Q-networks (DQN, PQN) and SAC's actor and critics.
 
-On the CPU backend their Dense layers use `agents.common.cpu`'s speed-ups.
+`Encoder` picks its torso from the observation's rank: vectors go through the hidden
+layers; images [H, W, C] (MinAtar's 10x10xC grids) first through a 3x3 convolution.
+`ScannedGRU` and `RecurrentActorCritic` are recurrent PPO's core and network.
+On the CPU backend Dense layers use `agents.common.cpu`'s speed-ups.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import distrax
@@ -17,34 +22,96 @@ from agents.common import cpu
 ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu}
 
 
-def _dense(features: int, scale: float) -> nn.Dense:
-    return cpu.dense(features, scale)
+def _dense(features: int, scale: float, name: str | None = None) -> nn.Dense:
+    return cpu.dense(features, scale, name)
+
+
+def _orthogonal(scale: float):
+    return cpu.orthogonal(scale) if cpu.active() else nn.initializers.orthogonal(scale)
+
+
+def flat_features(x: jnp.ndarray, obs_ndim: int) -> jnp.ndarray:
+    """[..., *obs_shape] -> [..., prod(obs_shape)]."""
+    return x.reshape(*x.shape[: x.ndim - obs_ndim], -1)
+
+
+class Encoder(nn.Module):
+    """Observation [..., *obs_shape] -> features [..., hidden_sizes[-1]].
+
+    `obs_ndim` is the observation's rank: 3 ([H, W, C] images) adds a 3x3 "VALID"
+    convolution with `conv_features` channels (MinAtar's torso, Young & Tian 2019), then
+    flattens; other ranks are flattened. The hidden layers follow, each Dense (orthogonal
+    sqrt 2 weights), optionally LayerNorm (PQN), then the activation.
+    """
+
+    hidden_sizes: Sequence[int]
+    activation: str = "relu"
+    obs_ndim: int = 1
+    layer_norm: bool = False
+    conv_features: int = 16
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        act = ACTIVATIONS[self.activation]
+        if self.obs_ndim == 3:
+            batch_shape = x.shape[:-3]
+            x = x.reshape(-1, *x.shape[-3:])
+            x = nn.Conv(self.conv_features, (3, 3), padding="VALID",
+                        kernel_init=_orthogonal(np.sqrt(2.0)))(x)
+            if self.layer_norm:
+                x = nn.LayerNorm()(x)
+            x = act(x).reshape(*batch_shape, -1)
+        else:
+            x = flat_features(x, self.obs_ndim)
+        for size in self.hidden_sizes:
+            x = _dense(size, np.sqrt(2.0))(x)
+            if self.layer_norm:
+                x = nn.LayerNorm()(x)
+            x = act(x)
+        return x
 
 
 class MLP(nn.Module):
-    """Hidden layers with orthogonal(sqrt 2) weights and zero biases, then a linear head."""
+    """An `Encoder` torso, then a linear head: x [..., *obs_shape] -> [..., out_features].
+
+    The torso shares the MLP's scope, so its layers sit beside the head (`Conv_0` for
+    images, `Dense_0` ... `Dense_{n-1}`, the head `Dense_n`): for vectors the parameters are
+    those of plain hidden layers (orthogonal sqrt 2 weights, zero biases) and a head.
+    """
 
     hidden_sizes: Sequence[int]
     out_features: int
     activation: str = "tanh"
     head_scale: float = 1.0
+    obs_ndim: int = 1
+    conv_features: int = 16
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        act = ACTIVATIONS[self.activation]
-        for size in self.hidden_sizes:
-            x = act(_dense(size, np.sqrt(2.0))(x))
-        return _dense(self.out_features, self.head_scale)(x)
+        head = _dense(self.out_features, self.head_scale, name=f"Dense_{len(self.hidden_sizes)}")
+        torso = Encoder(self.hidden_sizes, self.activation, self.obs_ndim,
+                        conv_features=self.conv_features)
+        nn.share_scope(self, torso)
+        return head(torso(x))
+
+
+def _action_distribution(out: jnp.ndarray, discrete: bool, log_std) -> distrax.Distribution:
+    """Categorical over logits `out`, or a diagonal Gaussian of mean `out` and std exp(log_std)."""
+    if discrete:
+        return distrax.Categorical(logits=out)
+    return distrax.MultivariateNormalDiag(out, jnp.exp(log_std))
 
 
 class ActorCritic(nn.Module):
-    """Separate actor and critic MLPs (as the reference PPO).
+    """Separate actor and critic networks (as the reference PPO), each an `MLP`: an
+    `Encoder` torso (hidden layers; a 3x3 convolution first for image observations,
+    `obs_ndim` 3) and a linear head.
 
     The actor head is initialised with scale 0.01 (a near-uniform initial
     policy), the critic head with scale 1.0. For continuous actions the policy is
     a diagonal Gaussian with a state-independent, learned log standard deviation.
 
-    Call: obs [..., obs_dim] -> (distrax distribution over actions, value [...]).
+    Call: obs [..., *obs_shape] -> (distrax distribution over actions, value [...]).
     """
 
     action_dim: int
@@ -52,8 +119,153 @@ class ActorCritic(nn.Module):
     hidden_sizes: Sequence[int] = (64, 64)
     activation: str = "tanh"
     log_std_init: float = 0.0
+    obs_ndim: int = 1
+    conv_features: int = 16
 
     def setup(self):
+        self.actor = MLP(self.hidden_sizes, self.action_dim, self.activation, head_scale=0.01,
+                         obs_ndim=self.obs_ndim, conv_features=self.conv_features)
+        self.critic = MLP(self.hidden_sizes, 1, self.activation, head_scale=1.0,
+                          obs_ndim=self.obs_ndim, conv_features=self.conv_features)
+        if not self.discrete:
+            self.log_std = self.param(
+                "log_std", nn.initializers.constant(self.log_std_init), (self.action_dim,)
+            )
+
+    def policy(self, obs: jnp.ndarray) -> distrax.Distribution:
+        return _action_distribution(self.actor(obs), self.discrete,
+                                    None if self.discrete else self.log_std)
+
+    def value(self, obs: jnp.ndarray) -> jnp.ndarray:
+        return self.critic(obs)[..., 0]
+
+    def __call__(self, obs: jnp.ndarray):
+        return self.policy(obs), self.value(obs)
+
+
+class QNetwork(nn.Module):
+    """obs [..., *obs_shape] -> action values [..., num_actions].
+
+    With `dueling` (Wang et al. 2016, "Dueling Network Architectures"), two linear heads
+    share the encoder: Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a').
+    """
+
+    num_actions: int
+    hidden_sizes: Sequence[int] = (120, 84)
+    activation: str = "relu"
+    obs_ndim: int = 1
+    layer_norm: bool = False
+    dueling: bool = False
+
+    @nn.compact
+    def __call__(self, obs: jnp.ndarray) -> jnp.ndarray:
+        h = Encoder(self.hidden_sizes, self.activation, self.obs_ndim, self.layer_norm)(obs)
+        if not self.dueling:
+            return _dense(self.num_actions, 1.0)(h)
+        value = _dense(1, 1.0)(h)
+        advantage = _dense(self.num_actions, 1.0)(h)
+        return value + advantage - advantage.mean(axis=-1, keepdims=True)
+
+
+class GaussianActor(nn.Module):
+    """SAC's actor: obs [..., *obs_shape] -> (mean [..., A], log_std [..., A]) of the
+    Gaussian whose samples are squashed by tanh (`agents.common.squashed_gaussian`).
+    log_std is clipped to [log_std_min, log_std_max] (Stable-Baselines3's -20 and 2)."""
+
+    action_dim: int
+    hidden_sizes: Sequence[int] = (256, 256)
+    activation: str = "relu"
+    obs_ndim: int = 1
+    log_std_min: float = -20.0
+    log_std_max: float = 2.0
+
+    @nn.compact
+    def __call__(self, obs: jnp.ndarray):
+        h = Encoder(self.hidden_sizes, self.activation, self.obs_ndim)(obs)
+        mean = _dense(self.action_dim, 0.01)(h)
+        log_std = _dense(self.action_dim, 0.01)(h)
+        return mean, jnp.clip(log_std, self.log_std_min, self.log_std_max)
+
+
+class Critic(nn.Module):
+    """Q(s, a): concat(flattened obs, action) -> hidden layers -> [...]."""
+
+    hidden_sizes: Sequence[int] = (256, 256)
+    activation: str = "relu"
+    obs_ndim: int = 1
+
+    @nn.compact
+    def __call__(self, obs: jnp.ndarray, action: jnp.ndarray) -> jnp.ndarray:
+        x = jnp.concatenate([flat_features(obs, self.obs_ndim), action], axis=-1)
+        h = Encoder(self.hidden_sizes, self.activation)(x)
+        return _dense(1, 1.0)(h)[..., 0]
+
+
+class CriticEnsemble(nn.Module):
+    """`num_critics` independent critics (SAC's twin Q): (obs, action) -> [num_critics, ...]."""
+
+    num_critics: int = 2
+    hidden_sizes: Sequence[int] = (256, 256)
+    activation: str = "relu"
+    obs_ndim: int = 1
+
+    @nn.compact
+    def __call__(self, obs: jnp.ndarray, action: jnp.ndarray) -> jnp.ndarray:
+        ensemble = nn.vmap(Critic, variable_axes={"params": 0}, split_rngs={"params": True},
+                           in_axes=None, out_axes=0, axis_size=self.num_critics)
+        return ensemble(self.hidden_sizes, self.activation, self.obs_ndim)(obs, action)
+
+
+class ScannedGRU(nn.Module):
+    """A GRU cell (Cho et al. 2014) scanned over time, its hidden state reset to zeros where
+    an episode starts (PureJaxRL's `ScannedRNN`).
+
+    Call: (carry [B, hidden_size], (x [B, T, features], start [B, T] bool)) ->
+    (carry [B, hidden_size] after step T, outputs [B, T, hidden_size]). At step t the cell
+    reads x[:, t] from a zero state where start[:, t] (x[:, t] is an episode's first input),
+    else from the state step t - 1 left. The recurrent kernels are orthogonal.
+    """
+
+    hidden_size: int
+
+    @functools.partial(nn.scan, variable_broadcast="params", split_rngs={"params": False},
+                       in_axes=1, out_axes=1)
+    @nn.compact
+    def __call__(self, carry: jnp.ndarray, inputs: tuple[jnp.ndarray, jnp.ndarray]):
+        x, start = inputs  # [B, features], [B]
+        carry = jnp.where(start[:, None], jnp.zeros_like(carry), carry)
+        cell = nn.GRUCell(self.hidden_size, recurrent_kernel_init=_orthogonal(1.0))
+        return cell(carry, x)
+
+    @staticmethod
+    def initialize_carry(batch_shape: tuple[int, ...], hidden_size: int) -> jnp.ndarray:
+        """The state before an episode's first step: zeros [*batch_shape, hidden_size]."""
+        return jnp.zeros((*batch_shape, hidden_size), jnp.float32)
+
+
+class RecurrentActorCritic(nn.Module):
+    """Recurrent PPO's network (PureJaxRL's `ActorCriticRNN`): an `Encoder` embedding (one
+    layer of `rnn_hidden_size` units; for images a 3x3 convolution first), a `ScannedGRU`
+    core shared by the actor and the critic, then their `MLP` heads over the GRU's output
+    (`hidden_sizes`; head scales 0.01 and 1.0 and the policies as `ActorCritic`).
+
+    Call: (carry [B, rnn_hidden_size], obs [B, T, *obs_shape], start [B, T] bool) ->
+    (carry [B, rnn_hidden_size], distribution over actions [B, T], value [B, T]).
+    """
+
+    action_dim: int
+    discrete: bool
+    hidden_sizes: Sequence[int] = (128,)
+    activation: str = "relu"
+    log_std_init: float = 0.0
+    rnn_hidden_size: int = 128
+    obs_ndim: int = 1
+    conv_features: int = 16
+
+    def setup(self):
+        self.embedding = Encoder((self.rnn_hidden_size,), self.activation, self.obs_ndim,
+                                 conv_features=self.conv_features)
+        self.core = ScannedGRU(self.rnn_hidden_size)
         self.actor = MLP(self.hidden_sizes, self.action_dim, self.activation, head_scale=0.01)
         self.critic = MLP(self.hidden_sizes, 1, self.activation, head_scale=1.0)
         if not self.discrete:
@@ -61,14 +273,8 @@ class ActorCritic(nn.Module):
                 "log_std", nn.initializers.constant(self.log_std_init), (self.action_dim,)
             )
 
-    def policy(self, obs: jnp.ndarray) -> distrax.Distribution:
-        out = self.actor(obs)
-        if self.discrete:
-            return distrax.Categorical(logits=out)
-        return distrax.MultivariateNormalDiag(out, jnp.exp(self.log_std))
-
-    def value(self, obs: jnp.ndarray) -> jnp.ndarray:
-        return self.critic(obs)[..., 0]
-
-    def __call__(self, obs: jnp.ndarray):
-        return self.policy(obs), self.value(obs)
+    def __call__(self, carry: jnp.ndarray, obs: jnp.ndarray, start: jnp.ndarray):
+        carry, features = self.core(carry, (self.embedding(obs), start))
+        pi = _action_distribution(self.actor(features), self.discrete,
+                                  None if self.discrete else self.log_std)
+        return carry, pi, self.critic(features)[..., 0]

@@ -1,4 +1,4 @@
-"""The three pure functions of an agent (the whole contract: `agents.common.contract`)."""
+"""The pure functions of an agent (the whole contract: `agents.common.contract`)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 
 class Agent(NamedTuple):
-    """Three pure functions; none of them is jit-decorated.
+    """Three pure functions, and a fourth for a recurrent policy; none is jit-decorated.
 
     init:   (key, hparams=None) -> state. Everything a run needs, tunable hyperparameters
             included (`state.hparams`, arrays). `hparams` maps some of their names to
@@ -20,11 +21,31 @@ class Agent(NamedTuple):
     act:    (params, x, key, deterministic=False) -> action. The policy, from
             `state.params` alone (weights and any normalisation statistics); x is what
             the module's ACT_INPUT says: an observation or an environment state.
+    init_carry: None for a stateless policy (the default). A recurrent policy's
+            `init_carry(batch_shape) -> carry`: its memory before an episode's first step
+            (a pytree, leaves [*batch_shape, ...]); its act is then
+            `act(params, x, key, deterministic=False, carry=None) -> (action, carry)`,
+            carry=None meaning `init_carry` of x's batch shape. The caller passes each
+            step's returned carry to the next step, and `init_carry`'s where an episode
+            ended (`reset_carry`).
     """
 
     init: Callable[..., Any]
     update: Callable[[Any], tuple[Any, dict[str, jax.Array]]]
-    act: Callable[..., jax.Array]
+    act: Callable[..., Any]
+    init_carry: Callable[[tuple[int, ...]], Any] | None = None
+
+
+def reset_carry(init_carry: Callable[[tuple[int, ...]], Any], carry, episode_start: jax.Array):
+    """`carry` with `init_carry`'s value where `episode_start` [*batch_shape] is True: the
+    memory a recurrent policy acts from where a new episode begins."""
+    fresh = init_carry(episode_start.shape)
+
+    def pick(new, old):
+        mask = episode_start.reshape(episode_start.shape + (1,) * (old.ndim - episode_start.ndim))
+        return jnp.where(mask, new, old)
+
+    return jax.tree.map(pick, fresh, carry)
 
 
 def train_loop(agent: Agent, num_iterations: int):
