@@ -91,8 +91,9 @@ class Config:
     gradient_steps: int = 1
     """Gradient steps per iteration (the replay ratio is gradient_steps * batch_size per
     num_envs * num_steps new transitions)."""
-    buffer_size: int = 10_000
-    """Transitions the replay buffer holds (over all environments); the oldest are replaced."""
+    buffer_size: int = 50_000
+    """Transitions the replay buffer holds (over all environments); the oldest are replaced.
+    CartPole's default holds the last 5,000 steps of each of the 10 environments (1.5 MB)."""
     batch_size: int = 128
     """Transitions (n-step windows) per gradient step."""
     learning_starts: int = 10_000
@@ -103,8 +104,8 @@ class Config:
     """Anneal the learning rate linearly to 0 over the run."""
     gamma: float = 0.99
     """Discount factor (tunable)."""
-    n_step: int = 1
-    """Steps per return before bootstrapping (n-step Q-learning)."""
+    n_step: int = 3
+    """Steps per return before bootstrapping (n-step Q-learning; 1: one-step targets)."""
     double_q: bool = True
     """Double Q-learning: the online network picks the bootstrap action, the target
     network values it."""
@@ -192,8 +193,9 @@ class Config:
 PRESETS: dict[str, Config] = {
     "cartpole": Config(),
     # PureJaxRL's dqn.py CartPole configuration, to compare like with like
-    # (benchmarks/off_policy.py): no double Q, no gradient clipping.
-    "reference": Config(double_q=False, max_grad_norm=1e10),
+    # (benchmarks/off_policy.py): a 1e4 buffer, one-step targets, no double Q, no gradient
+    # clipping.
+    "reference": Config(buffer_size=10_000, n_step=1, double_q=False, max_grad_norm=1e10),
 }
 """Named configurations: `dqn.PRESETS["reference"]`, or `--preset reference` on the CLI."""
 

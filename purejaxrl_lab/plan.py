@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -290,6 +292,82 @@ def _check_state(module: ModuleType, config, abstract_state) -> None:
                                 f"like the config field it comes from)")
 
 
+def action_kind(env_obj, env_params) -> str:
+    """"discrete" or "continuous": the kind of the environment's action space."""
+    from gymnax.environments import spaces
+
+    space = env_obj.action_space(env_params)
+    return "discrete" if isinstance(space, spaces.Discrete) else "continuous"
+
+
+def agents_for(kind: str) -> list[str]:
+    """Registered agents whose ACTION_SPACES include `kind` (agents that declare none fit any)."""
+    return [n for n in agents.available()
+            if kind in getattr(agents.get(n), "ACTION_SPACES", ("discrete", "continuous"))]
+
+
+def _check_action_space(name: str, module: ModuleType, env_id: str, env_obj, env_params) -> None:
+    """An agent that declares ACTION_SPACES only runs on environments with those actions."""
+    kinds = getattr(module, "ACTION_SPACES", None)
+    if kinds is None:
+        return
+    kind = action_kind(env_obj, env_params)
+    if kind not in kinds:
+        raise ValueError(f"env: agent {name} acts in {' or '.join(kinds)} action spaces, and "
+                         f"{env_id} has {kind} actions ({env_obj.action_space(env_params)}); "
+                         f"agents for {kind} actions: {', '.join(agents_for(kind))}")
+
+
+def state_nbytes(abstract_state) -> int:
+    """Bytes of one run's state, from its shapes (keys counted as their key data)."""
+    def nbytes(a):
+        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+            a = jax.eval_shape(jax.random.key_data, a)
+        return math.prod(a.shape) * np.dtype(a.dtype).itemsize
+
+    return sum(nbytes(a) for a in jax.tree.leaves(abstract_state))
+
+
+def memory_limit(device: jax.Device) -> int | None:
+    """Bytes `device` can hold: what JAX reports for an accelerator (`memory_stats`), the
+    machine's physical memory for the CPU backend, None where neither is known."""
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+    if device.platform == "cpu":
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            return None
+    return None
+
+
+def check_memory(abstract_state, batch: int, devices: Sequence[jax.Device],
+                 limit: int | None = None) -> None:
+    """Refuses, before anything compiles, a batch of runs whose states (replay buffers
+    included) would not fit the memory of a device: the CPU devices share the machine's
+    memory; each accelerator holds its share of the runs. `limit`: bytes per device (default
+    `memory_limit`)."""
+    per_run = state_nbytes(abstract_state)
+    cpu = devices[0].platform == "cpu"
+    runs = batch if cpu else math.ceil(batch / len(devices))
+    limit = memory_limit(devices[0]) if limit is None else limit
+    if limit is None or per_run * runs <= limit:
+        return
+    fields = {f.name: state_nbytes(getattr(abstract_state, f.name))
+              for f in dataclasses.fields(abstract_state)}
+    largest = max(fields, key=fields.get)
+    where = "this machine's memory" if cpu else f"the memory {devices[0].platform} reports free"
+    raise ValueError(
+        f"config: {runs} run(s) of {_gib(per_run)} each ({_gib(fields[largest])} of it in "
+        f"state.{largest}) need {_gib(per_run * runs)}, more than {where} ({_gib(limit)}); "
+        f"use fewer seeds or settings, more devices, or smaller buffers (e.g. buffer_size)")
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.3g} GiB" if n >= 2**27 else f"{n / 2**20:.3g} MiB"
+
+
 def prepare(agent: str | ModuleType, config: Any = None, env: Any = "CartPole-v1",
             seeds: int | Sequence[int] = 1, *, grid: Mapping | None = None,
             settings: Sequence | Mapping | None = None, sweep: bool = False, num_chunks: int = 20,
@@ -317,6 +395,7 @@ def prepare(agent: str | ModuleType, config: Any = None, env: Any = "CartPole-v1
     total = calls.total_chunks(config.num_iterations, num_chunks)
     eval_every = (max(1, round(total / EVALUATIONS_PER_RUN)) if eval_every is None
                   else _positive_int("eval_every", eval_every, allow_zero=True))
+    _check_action_space(name, module, env_id, env_obj, env_params)
     built = module.make(config, env_obj, env_params)  # validates the config against the env
     abstract = jax.eval_shape(built.init, jax.random.key(0))  # traces only
     _check_state(module, config, abstract)
@@ -327,8 +406,10 @@ def prepare(agent: str | ModuleType, config: Any = None, env: Any = "CartPole-v1
         swept = grid_lib.expand(grid, settings)
         swept_dtypes = grid_lib.check(swept, name, config, tunable, shapes, env_params)
     batch = len(seed_list) * (1 if swept is None else len(swept))
+    device_list = runtime.resolve_devices(devices, batch)
+    check_memory(abstract, batch, device_list)
     plan = Plan(name, module, config, env_id, env_obj, env_params, seed_list, swept, swept_dtypes,
-                num_chunks, runtime.resolve_devices(devices, batch), built,
+                num_chunks, device_list, built,
                 eval_every=eval_every, eval_episodes=eval_episodes, checkpoint_every=checkpoint_every)
     _check_env_sweep(plan)
     if resumed is not None:

@@ -27,6 +27,10 @@ from tests.conftest import SMALL  # noqa: E402
 DEVICE_CHECKS = {  # agent module -> (environment, config overrides, sweep grid)
     "agents.ppo": ("CartPole-v1", dataclasses.asdict(SMALL), {"ent_coef": [0.0, 0.01, 0.02, 0.03]}),
     "tests.toy_agent": ("BernoulliBandit-misc", {}, {"decay_rounds": [16, 32, 64, 128]}),
+    "agents.dqn": ("CartPole-v1", {"total_timesteps": 400, "num_envs": 4, "num_steps": 5,
+                                   "buffer_size": 200, "batch_size": 16, "learning_starts": 100,
+                                   "target_update_interval": 60, "hidden_sizes": (32, 32)},
+                   {"learning_rate": [1e-3, 3e-4, 1e-4, 3e-5]}),
 }
 
 

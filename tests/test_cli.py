@@ -65,7 +65,7 @@ def test_train_end_to_end_subprocess(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["trian"], "unknown command 'trian'; closest: 'train'"),
-    (["train"], "train needs an AGENT, one of: ppo"),
+    (["train"], "train needs an AGENT, one of: dqn, ppo, pqn, sac"),
     (["train", "ppp"], "unknown agent 'ppp'; closest: 'ppo'"),
     (["train", "no.such.module"], "agent 'no.such.module': no registered agent of that name"),
     (["train", "ppo", "--env", "CartPole-v2"], "closest: 'CartPole-v1'"),
@@ -96,6 +96,15 @@ def test_train_end_to_end_subprocess(tmp_path):
     (["plot", "no/such/dir"], "holds no summary.json"),
     (["list", "extra"], "list takes no arguments, got 'extra'"),
     (["plot"], "dirs"),
+    (["train", "dqn", "--env", "Pendulum-v1"], "agents for continuous actions: ppo, sac"),
+    (["train", "sac"], "agent sac acts in continuous action spaces, and CartPole-v1 has discrete"),
+    (["train", "dqn", "--buffer-size", "64"], "buffer_size=64 is not allowed: must hold at least one batch"),
+    (["train", "dqn", "--learning-starts", "1e6"], "learning_starts=1000000 is not allowed: must be below"),
+    (["train", "sac", "--env", "Pendulum-v1", "--tau", "0"], "tau=0.0 is not allowed"),
+    (["train", "pqn", "--epsilon-start", "2"], "epsilon_start=2.0 is not allowed"),
+    (["train", "dqn", "--n-step", "5000"], "n_step=5000 is not allowed"),
+    (["train", "dqn", "--buffer-size", "1e10"], "smaller buffers (e.g. buffer_size)"),
+    (["sweep", "dqn", "--grid", "buffer_size=1e4,2e4"], "buffer_size cannot be swept in one compiled program"),
 ])
 def test_bad_input_one_line_exit_2(capsys, tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)

@@ -19,7 +19,7 @@ def env(devices: int) -> dict:
             "PYTHONPATH": str(ROOT)}
 
 
-AGENTS = ["agents.ppo", "tests.toy_agent"]
+AGENTS = ["agents.ppo", "tests.toy_agent", "agents.dqn"]
 
 
 @pytest.fixture(scope="module")

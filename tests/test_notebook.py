@@ -25,3 +25,21 @@ def test_quickstart_runs_top_to_bottom(tmp_path, monkeypatch):
     assert not any(o.get("name") == "stderr" and "it/s" in o.get("text", "") for o in streams)
     displays = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "display_data"]
     assert any("iterations" in str(o.get("data", {}).get("text/plain", "")) for o in displays)
+
+
+def test_off_policy_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
+    path = NOTEBOOK.parent / "off_policy.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), "strip outputs"
+    monkeypatch.setenv("OFF_POLICY_SCALE", "0.004")  # 2000 CartPole steps, 80 Pendulum steps
+    monkeypatch.setenv("OFF_POLICY_SEEDS", "2")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    work = tmp_path / "cwd"
+    work.mkdir()
+    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(work)}}).execute()
+    assert not any(work.iterdir()), "the notebook writes nowhere but its temporary directory"
+    (out,) = tmp_path.glob("off-policy-*")
+    assert (out / "cartpole" / "curves.png").is_file() and (out / "sac.png").is_file()
+    text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", [])
+                   if o.get("output_type") == "stream")
+    assert "DQN: final eval return" in text and "PQN: final eval return" in text

@@ -21,6 +21,8 @@ from agents.common.networks import (
     Encoder,
     GaussianActor,
     QNetwork,
+    RecurrentActorCritic,
+    ScannedGRU,
 )
 from agents.common.optim import linear_schedule, make_optimizer
 from agents.common.replay import Batch, ReplayState, Steps, make_replay, max_episode_steps
@@ -40,7 +42,7 @@ from agents.common.value_learning import (
     td_loss,
     temperature_loss,
 )
-from agents.common.types import Agent, train_loop
+from agents.common.types import Agent, reset_carry, train_loop
 
 __all__ = [
     "ACTIVATIONS",
@@ -49,6 +51,9 @@ __all__ = [
     "Encoder",
     "GaussianActor",
     "QNetwork",
+    "RecurrentActorCritic",
+    "ScannedGRU",
+    "reset_carry",
     "ReplayState",
     "Steps",
     "epsilon_greedy",
