@@ -9,8 +9,9 @@
         --reference "/tmp/sb3/venv/bin/python /tmp/sb3/sac_pendulum.py --threads 1"
     python benchmarks/off_policy.py memory
 
-`speed` times `jit(vmap(make_train))` as the reference single-file scripts time themselves:
-compile time apart, run time of a second call. `--reference` runs a reference command with
+`speed` times a `lab.run` with evaluation off (compile time apart from run time, the
+throughput the lab reports); the reference single-file scripts time `jit(vmap(train))`
+themselves, compile time apart, run time of a second call. `--reference` runs a reference command with
 `--seeds N` (or `--runs N` for the Stable-Baselines3 script) and reads its figures; the
 reference scripts are scratch copies outside the repository (benchmarks/README.md says how
 to make them). `returns` trains through the lab and reports the final deterministic
@@ -41,23 +42,11 @@ from purejaxrl_lab.plan import state_nbytes  # noqa: E402
 DEFAULT_ENV = {"dqn": "CartPole-v1", "pqn": "CartPole-v1", "sac": "Pendulum-v1"}
 
 
-def ours(agent: str, preset: str | None, env_id: str, seeds: int, overrides: dict) -> dict:
-    module = agents.get(agent)
-    config = lab.plan.resolve_config(module, preset or overrides or None)
-    if preset and overrides:
-        config = lab.plan.resolve_config(module, {**dict(lab.plan.flatten(config)), **overrides})
-    env, env_params = envs.make(env_id)
-    train = jax.jit(jax.vmap(module.make_train(config, env, env_params)))
-    keys = jax.random.split(jax.random.key(0), seeds)
-    start = time.perf_counter()
-    compiled = train.lower(keys).compile()
-    compile_s = time.perf_counter() - start
-    jax.block_until_ready(compiled(keys))
-    start = time.perf_counter()
-    jax.block_until_ready(compiled(keys))
-    run_s = time.perf_counter() - start
-    steps = config.num_iterations * config.units_per_iteration
-    return {"compile_s": compile_s, "run_s": run_s, "steps_per_s": seeds * steps / run_s}
+def ours(agent: str, preset: str | None, env_id: str, seeds: int) -> dict:
+    """One `lab.run` (the CLI's path: seeds split over one JAX CPU device per core), with
+    evaluation off as the reference has none."""
+    r = lab.run(agent, preset, env_id, seeds=seeds, eval_every=0, progress=False)
+    return {"compile_s": r.compile_time, "run_s": r.run_time, "steps_per_s": r.throughput}
 
 
 def reference(command: str, seeds: int) -> dict:
@@ -82,7 +71,7 @@ def speed(args) -> None:
     print(f"{'seeds':>5} | {'ours steps/s':>12} | {'compile s':>9} | {'reference steps/s':>17} | "
           f"{'compile s':>9} | {'ratio':>5}")
     for n in args.seeds:
-        mine = ours(args.agent, args.preset, env_id, n, {})
+        mine = ours(args.agent, args.preset, env_id, n)
         theirs = reference(args.reference, n) if args.reference else None
         ratio = f"{mine['steps_per_s'] / theirs['steps_per_s']:.2f}" if theirs else "-"
         ref = (f"{theirs['steps_per_s']:>17,.0f} | {theirs['compile_s']:>9.1f}" if theirs
