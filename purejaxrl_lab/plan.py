@@ -331,7 +331,10 @@ def state_nbytes(abstract_state) -> int:
 def memory_limit(device: jax.Device) -> int | None:
     """Bytes `device` can hold: what JAX reports for an accelerator (`memory_stats`), the
     machine's physical memory for the CPU backend, None where neither is known."""
-    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    try:
+        stats = device.memory_stats()
+    except Exception:  # noqa: BLE001 - a backend that cannot say
+        stats = None
     if stats and stats.get("bytes_limit"):
         return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
     if device.platform == "cpu":
@@ -345,13 +348,14 @@ def memory_limit(device: jax.Device) -> int | None:
 def check_memory(abstract_state, batch: int, devices: Sequence[jax.Device],
                  limit: int | None = None) -> None:
     """Refuses, before anything compiles, a batch of runs whose states (replay buffers
-    included) would not fit the memory of a device: the CPU devices share the machine's
-    memory; each accelerator holds its share of the runs. `limit`: bytes per device (default
+    included) would not fit the memory of a device: the CPU devices of a process share the
+    machine's memory; each accelerator holds its share of the runs. `limit`: bytes per device (default
     `memory_limit`)."""
     per_run = state_nbytes(abstract_state)
     cpu = devices[0].platform == "cpu"
-    runs = batch if cpu else math.ceil(batch / len(devices))
-    limit = memory_limit(devices[0]) if limit is None else limit
+    runs = math.ceil(batch / (jax.process_count() if cpu else len(devices)))
+    local = [d for d in devices if d.process_index == jax.process_index()] or devices
+    limit = memory_limit(local[0]) if limit is None else limit
     if limit is None or per_run * runs <= limit:
         return
     fields = {f.name: state_nbytes(getattr(abstract_state, f.name))

@@ -150,12 +150,16 @@ def test_env_params_must_match(tmp_path):
 
 
 def test_sigkill_then_resume(tmp_path):
-    """A process killed (SIGKILL) mid-run, even mid-save, resumes to the uninterrupted result."""
+    """A process killed (SIGKILL) mid-run, even mid-save, resumes to the uninterrupted result,
+    with a replay buffer in the state (DQN)."""
     out = tmp_path / "run"
-    args = ["--total-timesteps", str(128 * 400), "--num-envs", "4", "--num-steps", "32",
-            "--update-epochs", "1", "--num-minibatches", "1", "--seeds", "2", "--num-chunks", "40",
+    config = {"total_timesteps": 32 * 400, "num_envs": 4, "num_steps": 8, "buffer_size": 2000,
+              "batch_size": 32, "learning_starts": 500, "hidden_sizes": (32, 32)}
+    args = ["--total-timesteps", str(32 * 400), "--num-envs", "4", "--num-steps", "8",
+            "--buffer-size", "2000", "--batch-size", "32", "--learning-starts", "500",
+            "--hidden-sizes", "32", "32", "--seeds", "2", "--num-chunks", "40",
             "--checkpoint-every", "1", "--no-progress", "--cache-dir", str(tmp_path / "cache")]
-    proc = subprocess.Popen([sys.executable, "-m", "purejaxrl_lab", "train", "ppo", "--out", str(out), *args],
+    proc = subprocess.Popen([sys.executable, "-m", "purejaxrl_lab", "train", "dqn", "--out", str(out), *args],
                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     ckpts = out / "checkpoints"
     deadline = time.time() + 300
@@ -170,14 +174,12 @@ def test_sigkill_then_resume(tmp_path):
     # What a kill during a save leaves behind: orbax's temporary directory, never a step.
     (ckpts / "999999.orbax-checkpoint-tmp-1").mkdir()
     (ckpts / "999999.orbax-checkpoint-tmp-1" / "junk").write_text("partial")
-    p = subprocess.run([sys.executable, "-m", "purejaxrl_lab", "train", "ppo", "--resume", str(out),
+    p = subprocess.run([sys.executable, "-m", "purejaxrl_lab", "train", "dqn", "--resume", str(out),
                         "--no-progress", "--cache-dir", str(tmp_path / "cache")],
                        env=ENV, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr
     resumed = lab.load(out)
     assert resumed.resumed_from is not None and resumed.resumed_from > 0
-    reference = lab.run("ppo", {"total_timesteps": 128 * 400, "num_envs": 4, "num_steps": 32,
-                                "update_epochs": 1, "num_minibatches": 1}, "CartPole-v1", seeds=2,
-                        num_chunks=40, progress=False)
+    reference = lab.run("dqn", config, "CartPole-v1", seeds=2, num_chunks=40, progress=False)
     for k, v in reference.metrics.items():
         np.testing.assert_array_equal(resumed.metrics[k], v, err_msg=k)
