@@ -51,6 +51,7 @@ from agents.common import (
     check_choice,
     check_positive_int,
     check_real,
+    check_sizes,
     clip_fraction,
     clipped_surrogate_loss,
     gae,
@@ -148,10 +149,7 @@ class Config:
         check_real(self, "vf_coef", 0.0)
         check_real(self, "max_grad_norm", 0.0, low_open=True)
         check_real(self, "log_std_init")
-        if not self.hidden_sizes or not all(
-            isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in self.hidden_sizes
-        ):
-            raise invalid("hidden_sizes", self.hidden_sizes, "expected one or more integers >= 1")
+        check_sizes(self, "hidden_sizes")
         check_choice(self, "activation", ACTIVATIONS)
 
     @property

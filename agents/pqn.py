@@ -41,6 +41,7 @@ from agents.common import (
     check_choice,
     check_positive_int,
     check_real,
+    check_sizes,
     epsilon_greedy,
     invalid,
     linear_epsilon,
@@ -124,10 +125,7 @@ class Config:
         check_real(self, "epsilon_start", 0.0, 1.0)
         check_real(self, "epsilon_end", 0.0, 1.0)
         check_real(self, "max_grad_norm", 0.0, low_open=True)
-        if not self.hidden_sizes or not all(
-            isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in self.hidden_sizes
-        ):
-            raise invalid("hidden_sizes", self.hidden_sizes, "expected one or more integers >= 1")
+        check_sizes(self, "hidden_sizes")
         check_choice(self, "activation", ACTIVATIONS)
 
     @property

@@ -45,6 +45,8 @@ from agents.common import (
     check_choice,
     check_positive_int,
     check_real,
+    check_replay,
+    check_sizes,
     invalid,
     make_optimizer,
     make_replay,
@@ -119,37 +121,14 @@ class Config:
         normalize_fields(self)
         check_positive_int(self, "total_timesteps", "num_envs", "num_steps", "gradient_steps",
                            "buffer_size", "batch_size")
-        if self.learning_starts < 0:
-            raise invalid("learning_starts", self.learning_starts, "expected an integer >= 0")
-        if self.total_timesteps < self.units_per_iteration:
-            raise invalid("total_timesteps", self.total_timesteps,
-                          f"must be at least one iteration, num_envs * num_steps = "
-                          f"{self.units_per_iteration}")
-        if self.learning_starts >= self.total_timesteps:
-            raise invalid("learning_starts", self.learning_starts,
-                          f"must be below total_timesteps = {self.total_timesteps}, "
-                          f"or the run never learns")
-        if self.capacity < self.num_steps:
-            raise invalid("buffer_size", self.buffer_size,
-                          f"must hold one iteration's steps: buffer_size // num_envs = "
-                          f"{self.capacity} is below num_steps = {self.num_steps}")
-        if self.buffer_size < self.batch_size:
-            raise invalid("buffer_size", self.buffer_size,
-                          f"must hold at least one batch, batch_size = {self.batch_size}")
-        if self.capacity < 2:
-            raise invalid("buffer_size", self.buffer_size,
-                          f"must hold at least 2 steps per environment (num_envs = "
-                          f"{self.num_envs})")
+        check_replay(self, 1)
         check_real(self, "learning_rate", 0.0, low_open=True)
         check_real(self, "alpha_learning_rate", 0.0, low_open=True)
         check_real(self, "gamma", 0.0, 1.0)
         check_real(self, "tau", 0.0, 1.0, low_open=True)
         check_real(self, "init_alpha", 0.0, low_open=True)
         check_real(self, "target_entropy_scale")
-        if not self.hidden_sizes or not all(
-            isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in self.hidden_sizes
-        ):
-            raise invalid("hidden_sizes", self.hidden_sizes, "expected one or more integers >= 1")
+        check_sizes(self, "hidden_sizes")
         check_choice(self, "activation", ACTIVATIONS)
 
     @property

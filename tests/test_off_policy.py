@@ -10,6 +10,7 @@ import pytest
 
 import envs
 import purejaxrl_lab as lab
+import purejaxrl_lab.plan  # noqa: F401 - lab.plan below
 from agents import dqn, pqn, sac
 from agents.common import polyak
 from tests.conftest import assert_same

@@ -46,6 +46,45 @@ def check_real(config, name: str, low: float = -math.inf, high: float = math.inf
         raise invalid(name, value, f"expected a finite number in {left}{low}, {high}]")
 
 
+def check_sizes(config, name: str) -> None:
+    """A tuple of layer widths: one or more integers >= 1."""
+    value = getattr(config, name)
+    if not value or not all(isinstance(h, int) and not isinstance(h, bool) and h > 0
+                            for h in value):
+        raise invalid(name, value, "expected one or more integers >= 1")
+
+
+def check_replay(config, n_step: int = 1) -> None:
+    """The budget and buffer fields of a replay agent (fields total_timesteps, num_envs,
+    num_steps, learning_starts, buffer_size, batch_size; properties units_per_iteration and
+    capacity = buffer_size // num_envs): learning starts inside the run, the buffer holds an
+    iteration's steps, a batch, and more than an n-step window per environment."""
+    if config.learning_starts < 0:
+        raise invalid("learning_starts", config.learning_starts, "expected an integer >= 0")
+    if config.total_timesteps < config.units_per_iteration:
+        raise invalid("total_timesteps", config.total_timesteps,
+                      f"must be at least one iteration, num_envs * num_steps = "
+                      f"{config.units_per_iteration}")
+    if config.learning_starts >= config.total_timesteps:
+        raise invalid("learning_starts", config.learning_starts,
+                      f"must be below total_timesteps = {config.total_timesteps}, "
+                      f"or the run never learns")
+    if config.capacity < config.num_steps:
+        raise invalid("buffer_size", config.buffer_size,
+                      f"must hold one iteration's steps: buffer_size // num_envs = "
+                      f"{config.capacity} is below num_steps = {config.num_steps}")
+    if config.buffer_size < config.batch_size:
+        raise invalid("buffer_size", config.buffer_size,
+                      f"must hold at least one batch, batch_size = {config.batch_size}")
+    if config.capacity <= n_step:
+        field = "n_step" if n_step > 1 or hasattr(config, "n_step") else "buffer_size"
+        raise invalid(field, getattr(config, field),
+                      f"must be below the buffer's steps per environment, buffer_size // "
+                      f"num_envs = {config.capacity}" if field == "n_step" else
+                      f"must hold more than {n_step} step(s) per environment (num_envs = "
+                      f"{config.num_envs})")
+
+
 def check_choice(config, name: str, choices) -> None:
     value = getattr(config, name)
     if value not in choices:
