@@ -42,6 +42,7 @@ from agents.common import (
     check_positive_int,
     check_real,
     check_sizes,
+    hparams_from_config,
     epsilon_greedy,
     invalid,
     linear_epsilon,
@@ -197,10 +198,7 @@ class HParams:
 
     @classmethod
     def from_config(cls, config: Config, overrides: Mapping[str, Any] | None = None) -> HParams:
-        values = {f: getattr(config, f) for f in cls.__dataclass_fields__}
-        values.update(overrides or {})
-        return cls(**{f: jnp.asarray(v, jnp.int32 if f == "epsilon_decay_steps" else jnp.float32)
-                      for f, v in values.items()})
+        return hparams_from_config(cls, config, overrides, int_fields=("epsilon_decay_steps",))
 
 
 @struct.dataclass

@@ -47,6 +47,7 @@ from agents.common import (
     check_real,
     check_replay,
     check_sizes,
+    hparams_from_config,
     invalid,
     make_optimizer,
     make_replay,
@@ -178,9 +179,7 @@ class HParams:
 
     @classmethod
     def from_config(cls, config: Config, overrides: Mapping[str, Any] | None = None) -> HParams:
-        values = {f: getattr(config, f) for f in cls.__dataclass_fields__}
-        values.update(overrides or {})
-        return cls(**{f: jnp.asarray(v, jnp.float32) for f, v in values.items()})
+        return hparams_from_config(cls, config, overrides)
 
 
 @struct.dataclass

@@ -64,6 +64,31 @@ def test_dense_gradient_equals_autodiff():
             np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-5)
 
 
+def test_patch_conv_equals_flax_conv():
+    # cpu.PatchConv computes a "VALID" convolution as one product over 3x3 patches; against
+    # nn.Conv with the same parameters: outputs and gradients to float32 rounding, for an
+    # image batch [5, 10, 10, 4], a single image, and extra batch axes. Initialised with the
+    # same initialiser and key, the parameters are identical (same names and shapes).
+    x = jax.random.uniform(jax.random.key(0), (5, 10, 10, 4))
+    init = nn.initializers.orthogonal(np.sqrt(2.0))
+    ours = cpu.PatchConv(16, (3, 3), kernel_init=init)
+    flax_conv = nn.Conv(16, (3, 3), padding="VALID", kernel_init=init)
+    params = ours.init(jax.random.key(1), x)
+    theirs = flax_conv.init(jax.random.key(1), x)
+    assert jax.tree.structure(params) == jax.tree.structure(theirs)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(theirs)):
+        np.testing.assert_array_equal(a, b)
+    params = jax.tree.map(lambda a: a + 0.1, params)  # non-zero bias too
+    for batch in (x, x[0], x.reshape(5, 1, 10, 10, 4)):
+        out = ours.apply(params, batch)
+        assert out.shape == batch.shape[:-3] + (8, 8, 16)
+        np.testing.assert_allclose(out, flax_conv.apply(params, batch), rtol=1e-5, atol=1e-5)
+    loss = lambda m: lambda p: jnp.sum(jnp.sin(m.apply(p, x)))  # noqa: E731
+    for a, b in zip(jax.tree.leaves(jax.grad(loss(ours))(params)),
+                    jax.tree.leaves(jax.grad(loss(flax_conv))(params))):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
 @pytest.fixture
 def without_cpu_speedups():
     cpu.use_cpu_speedups(False)
@@ -81,6 +106,7 @@ def test_cpu_speedups_apply_on_cpu_only_and_can_be_turned_off(without_cpu_speedu
     assert not cpu.active()
     layer = cpu.dense(8, 2.0)
     assert layer.dot_general is None and layer.kernel_init is not None
+    assert isinstance(cpu.conv(16, (3, 3), 1.0), nn.Conv)
     plain = nn.Dense(8, kernel_init=nn.initializers.orthogonal(2.0), bias_init=nn.initializers.zeros)
     x = jnp.ones((3, 4))
     ours, theirs = layer.init(jax.random.key(0), x), plain.init(jax.random.key(0), x)
@@ -97,5 +123,6 @@ def test_cpu_speedups_apply_on_cpu_only_and_can_be_turned_off(without_cpu_speedu
     assert isinstance(state, optax.ScaleByAdamState)
     cpu.use_cpu_speedups(True)
     assert cpu.active()  # this test machine runs on CPU
+    assert isinstance(cpu.conv(16, (3, 3), 1.0), cpu.PatchConv)
     with pytest.raises(TypeError, match="can't apply forward-mode autodiff"):
         jax.jvp(lambda x: jnp.sum(MLP((8,), 2).apply(params, x)), (x,), (jnp.ones_like(x),))

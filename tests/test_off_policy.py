@@ -119,6 +119,27 @@ def test_pqn_targets_use_the_final_observation():
     assert np.isfinite(float(metrics["loss"])) and float(metrics["epsilon"]) == 1.0
 
 
+def test_minatar_grids_go_through_the_conv_torso_in_dqn_and_pqn():
+    """PQN's MinAtar preset (scaled down: 4 environments, 8 steps, 3 iterations) and DQN on
+    Breakout-MinAtar: a 3x3 convolution of 16 channels reads the [10, 10, 4] grids, learning
+    moves its kernel, and greedy actions come from the params alone."""
+    env = envs.make("Breakout-MinAtar")
+    small_pqn = dataclasses.replace(pqn.PRESETS["minatar"], total_timesteps=3 * 32, num_envs=4,
+                                    num_steps=8, num_minibatches=2, epsilon_decay_steps=64)
+    small_dqn = dataclasses.replace(DQN_SMALL, total_timesteps=60, learning_starts=20)
+    for module, config in ((pqn, small_pqn), (dqn, small_dqn)):
+        agent = module.make(config, *env)
+        state = agent.init(jax.random.key(0))
+        assert state.obs.shape == (config.num_envs, 10, 10, 4)
+        conv = lambda params: params.network["params"]["Encoder_0"]["Conv_0"]["kernel"]  # noqa: E731
+        assert conv(state.params).shape == (3, 3, 4, 16)
+        final, metrics = jax.jit(module.make_train(config, *env))(jax.random.key(0))
+        assert np.all(np.isfinite(metrics["loss"][-1])), module.__name__
+        assert not np.array_equal(conv(final.params), conv(state.params)), module.__name__
+        action = agent.act(final.params, state.obs, jax.random.key(1), True)
+        assert action.shape == (config.num_envs,) and int(action.max()) < 3
+
+
 def test_sac_temperature_moves_towards_the_target_entropy():
     config = dataclasses.replace(SAC_SMALL, total_timesteps=200, learning_starts=20)
     _, metrics = jax.jit(sac.make_train(config, *PENDULUM))(jax.random.key(0))

@@ -219,6 +219,19 @@ def config_from_dict(config_cls, values: Mapping[str, Any]):
     return with_overrides(config_cls(), values)
 
 
+def hparams_from_config(cls, config, overrides: Mapping[str, Any] | None = None,
+                        int_fields: tuple[str, ...] = ()):
+    """An `HParams` struct `cls` of scalar arrays from the config's fields of the same names,
+    with `overrides` (e.g. one sweep setting) replacing some: int32 for `int_fields`,
+    float32 for the rest."""
+    import jax.numpy as jnp
+
+    values = {f: getattr(config, f) for f in cls.__dataclass_fields__}
+    values.update(overrides or {})
+    return cls(**{f: jnp.asarray(v, jnp.int32 if f in int_fields else jnp.float32)
+                  for f, v in values.items()})
+
+
 def check_action_space(config, discrete: bool, env_name: str) -> None:
     """Refuses options that only apply to the other kind of action space.
 

@@ -4,13 +4,15 @@
     of LAPACK's QR, which XLA-CPU's batched kernels can deadlock on a small thread pool;
   - `dense_dot_general`: Dense layers whose kernel gradient XLA-CPU runs through YNNPACK
     (a custom VJP: reverse-mode differentiation only);
+  - `conv`: stride-1 "VALID" convolutions as one matrix product over image patches
+    (`PatchConv`): XLA-CPU's convolution and its gradient took 35x longer on MinAtar's grids;
   - `scale_by_adam`: Adam with its bias corrections written as multiplications, so that a
     run computes the same bits on one device as on several.
 
 `active()` says whether they apply: on the CPU backend, unless turned off with
 `use_cpu_speedups(False)` or the environment variable PUREJAXRL_LAB_CPU_SPEEDUPS=0.
-Otherwise (GPU, TPU, or turned off) networks are plain flax Dense layers with flax's
-orthogonal initialiser, the optimiser is optax's Adam, and `jax.jvp` and `jax.hessian`
+Otherwise (GPU, TPU, or turned off) networks are plain flax Dense and Conv layers with
+flax's orthogonal initialiser, the optimiser is optax's Adam, and `jax.jvp` and `jax.hessian`
 work through every network. Each is decided when a network is traced or an optimiser is
 built.
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -51,6 +54,44 @@ def dense(features: int, scale: float, name: str | None = None) -> nn.Dense:
                         bias_init=nn.initializers.zeros, name=name)
     return nn.Dense(features, kernel_init=orthogonal(scale), bias_init=nn.initializers.zeros,
                     dot_general=dense_dot_general, name=name)
+
+
+class PatchConv(nn.Module):
+    """A stride-1 "VALID" convolution [..., H, W, C] -> [..., H-kh+1, W-kw+1, features] as one
+    matrix product over image patches (im2col), with `nn.Conv`'s parameters (`kernel`
+    [kh, kw, C, features], `bias` [features]) drawn the same way.
+
+    On MinAtar's 10x10 grids (batch 128, 3x3 kernel, 16 features) XLA-CPU ran `nn.Conv`'s
+    forward and backward pass in 12.6 ms and this product in 0.36 ms.
+    """
+
+    features: int
+    kernel_size: tuple[int, int]
+    kernel_init: Callable = nn.initializers.lecun_normal()
+    bias_init: Callable = nn.initializers.zeros
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kh, kw = self.kernel_size
+        channels = x.shape[-1]
+        kernel = self.param("kernel", self.kernel_init, (kh, kw, channels, self.features))
+        bias = self.param("bias", self.bias_init, (self.features,))
+        h, w = x.shape[-3] - kh + 1, x.shape[-2] - kw + 1
+        # Patch features ordered (row offset, column offset, channel), as kernel.reshape reads.
+        patches = jnp.concatenate([x[..., i:i + h, j:j + w, :] for i in range(kh)
+                                   for j in range(kw)], axis=-1)
+        return _matmul(patches, kernel.reshape(kh * kw * channels, self.features)) + bias
+
+
+def conv(features: int, kernel_size: tuple[int, int], scale: float,
+         name: str | None = None) -> nn.Module:
+    """A stride-1 "VALID" convolution with orthogonal(scale) kernels and zero biases:
+    `PatchConv` when `active()`, flax's `nn.Conv` otherwise (the same parameters)."""
+    if not active():
+        return nn.Conv(features, kernel_size, padding="VALID",
+                       kernel_init=nn.initializers.orthogonal(scale),
+                       bias_init=nn.initializers.zeros, name=name)
+    return PatchConv(features, tuple(kernel_size), kernel_init=orthogonal(scale), name=name)
 
 
 def adam(eps: float) -> optax.GradientTransformation:

@@ -56,8 +56,7 @@ class Encoder(nn.Module):
         if self.obs_ndim == 3:
             batch_shape = x.shape[:-3]
             x = x.reshape(-1, *x.shape[-3:])
-            x = nn.Conv(self.conv_features, (3, 3), padding="VALID",
-                        kernel_init=_orthogonal(np.sqrt(2.0)))(x)
+            x = cpu.conv(self.conv_features, (3, 3), np.sqrt(2.0), name="Conv_0")(x)
             if self.layer_norm:
                 x = nn.LayerNorm()(x)
             x = act(x).reshape(*batch_shape, -1)
