@@ -16,7 +16,7 @@ from envs.utils import unknown_name_error
 
 EnvFactory = Callable[[], Any]
 
-# Project environments (later issues) register here; gymnax ids are looked up lazily.
+# Project environments register here; gymnax ids are looked up lazily.
 _OWN: dict[str, EnvFactory] = {}
 
 # gymnax ids that cannot be used offline, with the reason.
@@ -52,7 +52,7 @@ def make(env_id: str, **param_overrides: Any):
     Args:
       env_id: a registered id (see `registered()`), e.g. "CartPole-v1".
       **param_overrides: fields of the environment's `EnvParams` to replace,
-        e.g. `max_steps_in_episode=200`.
+        e.g. `max_steps_in_episode=200`, or a board game's `opponent="random"`.
 
     Returns:
       `(env, env_params)`, gymnax 1.0's API: `reset(key, params) -> (obs, state)`,
@@ -80,4 +80,19 @@ def make(env_id: str, **param_overrides: Any):
             if name not in fields:
                 raise unknown_name_error(f"parameter of {env_id}", name, fields)
         env_params = env_params.replace(**param_overrides)
+    if callable(getattr(env, "check_params", None)):
+        env.check_params(env_params)
     return env, env_params
+
+
+def _register_board_games() -> None:
+    from envs import board_games
+
+    for env_id in board_games.GAMES:
+        def factory(env_id=env_id):
+            return board_games.BoardGame(env_id)
+
+        register(env_id, factory)
+
+
+_register_board_games()
