@@ -32,8 +32,9 @@ commands:
   plot DIR...   learning curves and final-score intervals of saved runs and sweeps, compared
   list          the agents (unit, score, presets) and environments (discrete or continuous)
 
-usage: purejaxrl-lab train AGENT [--env ID] [--seeds N] [--out DIR] [--preset NAME]
-                           [--resume DIR] [--eval-every K] [--<config field> VALUE ...]
+usage: purejaxrl-lab train AGENT [--env ID] [--env-param NAME=VALUE ...] [--seeds N]
+                           [--out DIR] [--preset NAME] [--resume DIR] [--eval-every K]
+                           [--<config field> VALUE ...]
        purejaxrl-lab sweep AGENT --grid NAME=V1,V2 [NAME=V1,V2 ...] [train's options]
        purejaxrl-lab plot DIR [DIR ...] [--out DIR] [--statistic iqm|mean|median]
                           [--metric NAME] [--smoothing K] [--mixed-envs]
@@ -74,10 +75,13 @@ def _args_type(config_cls, command: str = "train"):
         """Agent configuration."""
         env: str = "CartPole-v1"
         """Environment id (`purejaxrl-lab list` shows them)."""
+        env_param: tuple[str, ...] = ()
+        """NAME=VALUE environment parameters, e.g. opponent=random (a board game against a
+        fixed opponent) or max_steps_in_episode=200; recorded with the results."""
         seeds: int = 8
         """Number of seeds (0..N-1), trained together in one compiled program."""
         out: str | None = None
-        """Results directory (new, or holding no results). Default: a new runs/AGENT-ENV-TIME-XXXX."""
+        """Results directory (new, or holding no results). Default: a new runs/AGENT-ENV-TIME-XXXXXXXX."""
         preset: str | None = None
         """Named configuration of the agent to start from (see `purejaxrl-lab list`)."""
         progress: bool = True
@@ -353,7 +357,7 @@ def _parse(command: str, argv: list[str]):
 
 def _out_dir(name: str, args) -> Path:
     """The results directory of a new run: --out (new, or without results), or a fresh
-    runs/AGENT-ENV-TIME-XXXX that no other run can have."""
+    runs/AGENT-ENV-TIME-XXXXXXXX that no other run can have."""
     import jax
 
     from purejaxrl_lab.checkpoint import holds_checkpoints
@@ -363,7 +367,7 @@ def _out_dir(name: str, args) -> Path:
             raise ValueError("a run of several processes needs --out DIR, a directory on a file "
                              "system every process shares")
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        return Path("runs") / f"{name.rsplit('.', 1)[-1]}-{args.env}-{stamp}-{secrets.token_hex(2)}"
+        return Path("runs") / f"{name.rsplit('.', 1)[-1]}-{args.env}-{stamp}-{secrets.token_hex(4)}"
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out={str(out)!r} is a file; choose a new directory")
@@ -374,6 +378,41 @@ def _out_dir(name: str, args) -> Path:
         raise ValueError(f"out={str(out)!r} already holds a run's checkpoints; --resume {out} "
                          f"continues that run, or choose a new directory")
     return out
+
+
+def parse_env_params(items) -> dict[str, object]:
+    """`["opponent=random", "agent_first=1"]` -> {"opponent": "random", "agent_first": 1}:
+    integers, then floats, else strings."""
+    values: dict[str, object] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip().lstrip("-").replace("-", "_")
+        if not sep or not name or not value.strip():
+            raise ValueError(f"--env-param item {item!r} is not allowed: expected NAME=VALUE "
+                             f"(e.g. opponent=random)")
+        if name in values:
+            raise ValueError(f"--env-param names {name} twice")
+        value = value.strip()
+        try:
+            values[name] = int(value) if value.lstrip("+-").isdigit() else float(value)
+        except ValueError:
+            values[name] = value
+    return values
+
+
+def _env(env_id: str, items, meta):
+    """What the run is given as its environment: the id alone, or (env, params) with the
+    --env-param values over the defaults (resuming: over the checkpoint's parameters)."""
+    import envs
+
+    from purejaxrl_lab.checkpoint import env_params_dict, json_ready
+
+    values = parse_env_params(items)
+    if meta is not None and meta["env"] == env_id:
+        saved = meta["env_params"]
+        if values or json_ready(saved) != json_ready(env_params_dict(envs.make(env_id)[1])):
+            values = {**saved, **values}
+    return envs.make(env_id, **values) if values else env_id
 
 
 def _run(command: str, argv: list[str]) -> int:
@@ -416,8 +455,9 @@ def _run(command: str, argv: list[str]) -> int:
             out = _out_dir(name, args)
             seeds = args.seeds
         checkpoints = out / "checkpoints" if args.checkpoint_every > 0 else None
+        env = _env(args.env, args.env_param, meta)
         plan = plan_lib.prepare(
-            module, args.config, args.env, seeds, num_chunks=args.num_chunks, devices=args.devices,
+            module, args.config, env, seeds, num_chunks=args.num_chunks, devices=args.devices,
             checkpoint_dir=checkpoints if resume is None else None,
             checkpoint_every=max(1, args.checkpoint_every),
             resume=out / "checkpoints" if resume is not None else None,

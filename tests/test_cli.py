@@ -105,6 +105,13 @@ def test_train_end_to_end_subprocess(tmp_path):
     (["train", "dqn", "--n-step", "5000"], "n_step=5000 is not allowed"),
     (["train", "dqn", "--buffer-size", "1e10"], "smaller buffers (e.g. buffer_size)"),
     (["sweep", "dqn", "--grid", "buffer_size=1e4,2e4"], "buffer_size cannot be swept in one compiled program"),
+    (["train", "ppo", "--env", "TicTacToe-v0", "--env-param", "opponent=rnd"],
+     "unknown opponent 'rnd'; closest: 'random'"),
+    (["train", "ppo", "--env", "ConnectFour-v0", "--env-param", "opponent=perfect"],
+     "'perfect' play is known for TicTacToe-v0 only"),
+    (["train", "ppo", "--env-param", "lenght=0.5"], "closest: 'length'"),
+    (["train", "ppo", "--env-param", "length"], "expected NAME=VALUE"),
+    (["train", "ppo", "--env-param", "length=1", "length=2"], "--env-param names length twice"),
 ])
 def test_bad_input_one_line_exit_2(capsys, tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
@@ -206,3 +213,26 @@ def test_sweep_train_plot_and_resume(capsys, tmp_path, monkeypatch):
                              "--no-compilation-cache")
     assert status == 0, err
     np.testing.assert_array_equal(np.load("s2/metrics.npz")["loss"], finished)
+
+
+def test_env_params_are_recorded_and_resumed(capsys, tmp_path, monkeypatch):
+    """--env-param sets environment parameters (a board game's opponent here); the run
+    records them, and --resume continues with them bit-identically."""
+    monkeypatch.chdir(tmp_path)
+    args = ["--env", "TicTacToe-v0", "--env-param", "opponent=random", "agent_first=1", *SMALL]
+    status, _, err = run_cli(capsys, "train", "ppo", "--seeds", "2", "--out", "run",
+                             "--checkpoint-every", "1", *args)
+    assert status == 0, err
+    summary = json.loads(Path("run/summary.json").read_text())
+    assert summary["env"] == "TicTacToe-v0"
+    assert summary["env_params"] == {"max_steps_in_episode": 9, "opponent": "random",
+                                     "opponent_simulations": 200, "agent_first": 1}
+    finished = np.load("run/metrics.npz")["loss"].copy()
+    for name in ("summary.json", "metrics.npz", "metrics.jsonl", "params.npz"):
+        Path("run", name).unlink()
+    line = one_line_error(capsys, "train", "ppo", "--resume", "run", "--env-param", "agent_first=0")
+    assert "env_params=" in line and "differs from the checkpoint's" in line
+    status, _, err = run_cli(capsys, "train", "ppo", "--resume", "run", "--no-progress",
+                             "--no-compilation-cache")
+    assert status == 0, err
+    np.testing.assert_array_equal(np.load("run/metrics.npz")["loss"], finished)
