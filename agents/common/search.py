@@ -1,0 +1,126 @@
+"""Tree search through mctx, and value targets from outcomes, for the planning agents.
+
+A search agent gives mctx a root (prior logits and value of the network at the current
+observation) and a recurrent function (a model of one step). AlphaZero's model is the
+environment's own step (`true_model`); MuZero's is learned. Both share `search` and the
+targets below.
+
+Conventions (mctx's): a node's value is from the view of the player to move there; the
+reward of an edge is the mover's; the discount of an edge is 0 where the move ended the
+episode, -1 between the turns of a two-player zero-sum game (the next node's value is the
+other player's), and gamma in a single-player environment. Illegal moves get prior logit
+`MASKED` at every node, not only at the root, so search never visits them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+MASKED = -1e9
+"""The prior logit of an illegal move: finite (no NaN in softmax), never chosen."""
+
+
+def legal_action_mask(env_state: Any, num_actions: int) -> jax.Array:
+    """[..., num_actions] bool: the environment state's legal moves (board games), or, for an
+    environment without a mask, [num_actions] of True (broadcast it to the batch)."""
+    mask = getattr(env_state, "legal_action_mask", None)
+    return mask if mask is not None else jnp.ones(num_actions, bool)
+
+
+def is_two_player(env_state: Any) -> bool:
+    """Whether the state is of a two-player game (it names the player to move)."""
+    return hasattr(env_state, "current_player")
+
+
+def masked_logits(logits: jax.Array, mask: jax.Array) -> jax.Array:
+    return jnp.where(mask, logits, MASKED)
+
+
+def step_discount(ended: jax.Array, two_player: bool, gamma) -> jax.Array:
+    """0 where the move ended the episode; else -1 (two players take turns) or gamma."""
+    return jnp.where(ended, 0.0, -1.0 if two_player else gamma).astype(jnp.float32)
+
+
+def true_model(env, env_params, predict: Callable, num_actions: int, two_player: bool,
+               gamma: float = 1.0) -> Callable:
+    """mctx's `recurrent_fn` with the environment's own step as the model (AlphaZero).
+
+    The embedding is the batched environment state. The step is gymnax's transition without
+    the auto-reset (`envs.transition`); a board game is searched as the two-player game
+    (`params.opponent` None) whatever opponent its single-agent view has. `predict(params,
+    obs) -> (logits [B, A], value [B])` is the network. Terminal nodes get discount 0 and value
+    0; their children are never worth anything to the search.
+    """
+    import mctx
+
+    from envs import transition
+
+    if hasattr(env_params, "opponent"):
+        env_params = env_params.replace(opponent=None)
+
+    def recurrent_fn(params, key, action, state):
+        keys = jax.random.split(key, action.shape[0])
+        obs, state, reward, terminated, _, _ = jax.vmap(
+            transition, in_axes=(None, 0, 0, 0, None))(env, keys, state, action, env_params)
+        logits, value = predict(params, obs)
+        mask = legal_action_mask(state, num_actions)
+        if mask.ndim == 1:
+            mask = jnp.broadcast_to(mask, logits.shape)
+        out = mctx.RecurrentFnOutput(
+            reward=reward.astype(jnp.float32),
+            discount=step_discount(terminated, two_player, gamma),
+            prior_logits=masked_logits(logits, mask),
+            value=jnp.where(terminated, 0.0, value))
+        return out, state
+
+    return recurrent_fn
+
+
+def search(params, key: jax.Array, predict: Callable, recurrent_fn: Callable, obs: jax.Array,
+           embedding: Any, mask: jax.Array, num_simulations: int, max_num_considered_actions: int,
+           gumbel_scale: float = 1.0):
+    """Gumbel MuZero search (Danihelka et al. 2022) from a batch of roots.
+
+    obs [B, ...] and embedding (the model's state at the roots, batched) describe the roots;
+    mask [B, A] their legal moves. `gumbel_scale` 0 searches without the Gumbel noise
+    (evaluation). Returns mctx's `PolicyOutput`: `action` [B] and `action_weights` [B, A],
+    the improved policy (the policy target).
+    """
+    import mctx
+
+    logits, value = predict(params, obs)
+    root = mctx.RootFnOutput(prior_logits=masked_logits(logits, mask), value=value,
+                             embedding=embedding)
+    return mctx.gumbel_muzero_policy(
+        params, key, root, recurrent_fn, num_simulations, invalid_actions=~mask,
+        max_num_considered_actions=max_num_considered_actions, gumbel_scale=gumbel_scale)
+
+
+def outcome_targets(reward: jax.Array, discount: jax.Array, ended: jax.Array):
+    """Value targets of the positions of a rollout from how their episodes ended.
+
+    Args:
+      reward: [T, ...] the mover's reward for the move made at t.
+      discount: [T, ...] `step_discount` of that move (0 where it ended the episode).
+      ended: [T, ...] bool, the move at t ended the episode.
+
+    Returns:
+      (targets, known), both [T, ...]: z_t = r_t + discount_t * z_{t+1} from the view of the
+      player to move at t, and whether the episode of position t ended within the rollout
+      (the target of a position whose episode is still running is unknown; `known` masks it).
+    """
+    def back(carry, x):
+        z_next, known_next = carry
+        r, d, e = x
+        z = r + d * z_next
+        known = e | known_next
+        return (z, known), (z, known)
+
+    init = (jnp.zeros_like(reward[0], jnp.float32), jnp.zeros_like(ended[0], bool))
+    _, (targets, known) = jax.lax.scan(back, init, (reward.astype(jnp.float32), discount, ended),
+                                       reverse=True)
+    return targets, known
