@@ -10,8 +10,8 @@ from types import ModuleType
 from agents.common import Agent, Score, check_agent_module
 from envs.utils import unknown_name_error
 
-_AGENTS: dict[str, str] = {"dqn": "agents.dqn", "ppo": "agents.ppo", "pqn": "agents.pqn",
-                           "sac": "agents.sac"}
+_AGENTS: dict[str, str] = {"alphazero": "agents.alphazero", "dqn": "agents.dqn",
+                           "ppo": "agents.ppo", "pqn": "agents.pqn", "sac": "agents.sac"}
 
 
 def available() -> list[str]:

@@ -40,6 +40,7 @@ from gymnax.environments import spaces
 
 import envs
 from agents.common import (
+    EnvStepsConfig,
     Agent,
     QNetwork,
     Score,
@@ -78,7 +79,7 @@ ACTION_SPACES = ("discrete",)
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(EnvStepsConfig):
     """DQN settings. Defaults solve CartPole-v1 in 5e5 steps (README, Value-based agents)."""
 
     SHAPE_FIELDS: ClassVar[frozenset[str]] = frozenset(
@@ -156,20 +157,6 @@ class Config:
     def capacity(self) -> int:
         """Steps the buffer keeps per environment: buffer_size // num_envs."""
         return self.buffer_size // self.num_envs
-
-    @property
-    def num_iterations(self) -> int:
-        """Iterations of `update` in a run: total_timesteps // (num_envs * num_steps)."""
-        return self.total_timesteps // self.units_per_iteration
-
-    @property
-    def units_per_iteration(self) -> int:
-        """Environment steps one `update` collects."""
-        return self.num_envs * self.num_steps
-
-    @property
-    def unit(self) -> str:
-        return "env steps"
 
 
 PRESETS: dict[str, Config] = {

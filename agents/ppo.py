@@ -42,6 +42,7 @@ from gymnax.environments import spaces
 
 import envs
 from agents.common import (
+    EnvStepsConfig,
     ONLY_CONTINUOUS,
     ActorCritic,
     Agent,
@@ -73,7 +74,7 @@ ACT_INPUT = "observation"
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(EnvStepsConfig):
     """PPO settings. Defaults are the reference CartPole-v1 configuration."""
 
     SHAPE_FIELDS: ClassVar[frozenset[str]] = frozenset(
@@ -160,20 +161,6 @@ class Config:
     def minibatch_size(self) -> int:
         """Transitions per minibatch (recurrent: num_envs // num_minibatches sequences)."""
         return self.batch_size // self.num_minibatches
-
-    @property
-    def num_iterations(self) -> int:
-        """Iterations of `update` in a run: total_timesteps // batch_size."""
-        return self.total_timesteps // self.batch_size
-
-    @property
-    def units_per_iteration(self) -> int:
-        """Environment steps one `update` collects."""
-        return self.batch_size
-
-    @property
-    def unit(self) -> str:
-        return "env steps"
 
 
 PRESETS: dict[str, Config] = {

@@ -35,6 +35,7 @@ from gymnax.environments import spaces
 
 import envs
 from agents.common import (
+    EnvStepsConfig,
     Agent,
     QNetwork,
     Score,
@@ -66,7 +67,7 @@ ACTION_SPACES = ("discrete",)
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(EnvStepsConfig):
     """PQN settings. Defaults are the paper's CartPole-v1 configuration (purejaxql
     `pqn_cartpole.yaml`), with Adam instead of RAdam."""
 
@@ -136,20 +137,6 @@ class Config:
     @property
     def minibatch_size(self) -> int:
         return self.batch_size // self.num_minibatches
-
-    @property
-    def num_iterations(self) -> int:
-        """Iterations of `update` in a run: total_timesteps // batch_size."""
-        return self.total_timesteps // self.batch_size
-
-    @property
-    def units_per_iteration(self) -> int:
-        """Environment steps one `update` collects."""
-        return self.batch_size
-
-    @property
-    def unit(self) -> str:
-        return "env steps"
 
 
 PRESETS: dict[str, Config] = {

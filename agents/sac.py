@@ -38,6 +38,7 @@ from gymnax.environments import spaces
 
 import envs
 from agents.common import (
+    EnvStepsConfig,
     Agent,
     CriticEnsemble,
     GaussianActor,
@@ -76,7 +77,7 @@ ACTION_SPACES = ("continuous",)
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(EnvStepsConfig):
     """SAC settings. Defaults are the RL Zoo's Pendulum-v1 configuration for
     Stable-Baselines3 (its defaults with learning rate 1e-3), the buffer sized for the run."""
 
@@ -136,20 +137,6 @@ class Config:
     def capacity(self) -> int:
         """Steps the buffer keeps per environment: buffer_size // num_envs."""
         return self.buffer_size // self.num_envs
-
-    @property
-    def num_iterations(self) -> int:
-        """Iterations of `update` in a run: total_timesteps // (num_envs * num_steps)."""
-        return self.total_timesteps // self.units_per_iteration
-
-    @property
-    def units_per_iteration(self) -> int:
-        """Environment steps one `update` collects."""
-        return self.num_envs * self.num_steps
-
-    @property
-    def unit(self) -> str:
-        return "env steps"
 
 
 PRESETS: dict[str, Config] = {"pendulum": Config()}

@@ -32,6 +32,11 @@ def test_outcome_targets_two_player_and_single_player():
                                  ended[:, None].repeat(2, 1))
     np.testing.assert_allclose(z[:3, 0], [0.81, 0.9, 1.0], rtol=1e-6)
     np.testing.assert_array_equal(known[:, 1], [True, True, True, False])
+    # A truncated episode has no outcome: its positions stay unknown, the next one's not.
+    trunc = jnp.array([False, True, False, False])
+    term = jnp.array([False, False, False, True])
+    _, known = S.outcome_targets(reward, S.step_discount(term | trunc, False, 0.9), term, trunc)
+    np.testing.assert_array_equal(known, [False, False, True, True])
 
 
 def _position(moves):

@@ -1,6 +1,7 @@
 """Pieces shared by every agent: the contract, networks, returns, losses, optimiser, config checks."""
 
 from agents.common.config import (
+    EnvStepsConfig,
     ONLY_CONTINUOUS,
     ONLY_DISCRETE,
     check_action_space,
@@ -23,6 +24,7 @@ from agents.common.networks import (
     CriticEnsemble,
     Encoder,
     GaussianActor,
+    PolicyValueNetwork,
     QNetwork,
     RecurrentActorCritic,
     ScannedGRU,
@@ -48,11 +50,13 @@ from agents.common.value_learning import (
 from agents.common.types import Agent, reset_carry, train_loop
 
 __all__ = [
+    "EnvStepsConfig",
     "ACTIVATIONS",
     "Batch",
     "CriticEnsemble",
     "Encoder",
     "GaussianActor",
+    "PolicyValueNetwork",
     "QNetwork",
     "RecurrentActorCritic",
     "ScannedGRU",

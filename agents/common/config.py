@@ -219,6 +219,25 @@ def config_from_dict(config_cls, values: Mapping[str, Any]):
     return with_overrides(config_cls(), values)
 
 
+class EnvStepsConfig:
+    """Config properties (the contract's) of an agent whose iteration steps `num_envs`
+    environments `num_steps` times: counted in env steps. Mix into the frozen Config class."""
+
+    @property
+    def units_per_iteration(self) -> int:
+        """Environment steps one `update` takes: num_envs * num_steps."""
+        return self.num_envs * self.num_steps
+
+    @property
+    def num_iterations(self) -> int:
+        """Iterations of `update` in a run: total_timesteps // units_per_iteration."""
+        return self.total_timesteps // self.units_per_iteration
+
+    @property
+    def unit(self) -> str:
+        return "env steps"
+
+
 def hparams_from_config(cls, config, overrides: Mapping[str, Any] | None = None,
                         int_fields: tuple[str, ...] = ()):
     """An `HParams` struct `cls` of scalar arrays from the config's fields of the same names,

@@ -166,6 +166,22 @@ class QNetwork(nn.Module):
         return value + advantage - advantage.mean(axis=-1, keepdims=True)
 
 
+class PolicyValueNetwork(nn.Module):
+    """obs [..., *obs_shape] -> (policy logits [..., num_actions], value [...]): one `Encoder`
+    torso, two linear heads (AlphaZero's network; the value is from the view of the player
+    to move)."""
+
+    num_actions: int
+    hidden_sizes: Sequence[int] = (128, 128)
+    activation: str = "relu"
+    obs_ndim: int = 1
+
+    @nn.compact
+    def __call__(self, obs: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+        h = Encoder(self.hidden_sizes, self.activation, self.obs_ndim)(obs)
+        return _dense(self.num_actions, 0.01)(h), _dense(1, 1.0)(h)[..., 0]
+
+
 class GaussianActor(nn.Module):
     """SAC's actor: obs [..., *obs_shape] -> (mean [..., A], log_std [..., A]) of the
     Gaussian whose samples are squashed by tanh (`agents.common.squashed_gaussian`).

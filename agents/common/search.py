@@ -100,27 +100,33 @@ def search(params, key: jax.Array, predict: Callable, recurrent_fn: Callable, ob
         max_num_considered_actions=max_num_considered_actions, gumbel_scale=gumbel_scale)
 
 
-def outcome_targets(reward: jax.Array, discount: jax.Array, ended: jax.Array):
+def outcome_targets(reward: jax.Array, discount: jax.Array, terminated: jax.Array,
+                    truncated: jax.Array | None = None):
     """Value targets of the positions of a rollout from how their episodes ended.
 
     Args:
       reward: [T, ...] the mover's reward for the move made at t.
-      discount: [T, ...] `step_discount` of that move (0 where it ended the episode).
-      ended: [T, ...] bool, the move at t ended the episode.
+      discount: [T, ...] `step_discount` of that move (0 where it ended the episode, by
+        termination or truncation).
+      terminated: [T, ...] bool, the move at t ended the game (an outcome).
+      truncated: [T, ...] bool or None, the episode was cut at t without an outcome.
 
     Returns:
       (targets, known), both [T, ...]: z_t = r_t + discount_t * z_{t+1} from the view of the
-      player to move at t, and whether the episode of position t ended within the rollout
-      (the target of a position whose episode is still running is unknown; `known` masks it).
+      player to move at t, and whether the game of position t reached its outcome within the
+      rollout (unknown for a game still running at the end, or truncated; `known` masks it).
     """
+    if truncated is None:
+        truncated = jnp.zeros_like(terminated)
+
     def back(carry, x):
         z_next, known_next = carry
-        r, d, e = x
+        r, d, term, trunc = x
         z = r + d * z_next
-        known = e | known_next
+        known = term | (known_next & ~trunc)
         return (z, known), (z, known)
 
-    init = (jnp.zeros_like(reward[0], jnp.float32), jnp.zeros_like(ended[0], bool))
-    _, (targets, known) = jax.lax.scan(back, init, (reward.astype(jnp.float32), discount, ended),
-                                       reverse=True)
+    init = (jnp.zeros_like(reward[0], jnp.float32), jnp.zeros_like(terminated[0], bool))
+    _, (targets, known) = jax.lax.scan(
+        back, init, (reward.astype(jnp.float32), discount, terminated, truncated), reverse=True)
     return targets, known
