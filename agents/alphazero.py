@@ -328,7 +328,7 @@ def make(config: Config, env, env_params) -> Agent:
         """Actions for environment states, batched [B] or not: the search's choice, with
         Gumbel noise and `num_simulations` unless `deterministic` (no noise,
         `eval_simulations`)."""
-        single = jnp.ndim(env.get_obs(env_state, play_params)) == len(obs_shape)
+        single = jax.tree.leaves(env_state)[0].ndim == jax.tree.leaves(abstract_state)[0].ndim
         states = jax.tree.map(lambda x: x[None], env_state) if single else env_state
         obs = observe(states)
         batch = obs.shape[0]
