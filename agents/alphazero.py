@@ -39,6 +39,8 @@ import optax
 from flax import struct
 from gymnax.environments import spaces
 
+import envs
+
 from agents.common import (
     EnvStepsConfig,
     Agent,
@@ -177,7 +179,6 @@ class State:
     params: Params
     opt_state: Any
     env_state: Any  # batched environment state [num_envs] (no wrappers)
-    obs: jax.Array  # [num_envs, *obs_shape]
     episode: dict  # running return (first mover's view), length and first mover [num_envs]
     replay: Replay
     key: jax.Array
@@ -215,9 +216,6 @@ def make(config: Config, env, env_params) -> Agent:
     def observe(env_state):
         return jax.vmap(env.get_obs, in_axes=(0, None))(env_state, play_params)
 
-    def legal(env_state, batch):
-        return jnp.broadcast_to(S.legal_action_mask(env_state, num_actions), (batch, num_actions))
-
     def first_mover(env_state, batch):
         return env_state.current_player if two_player else jnp.zeros(batch, jnp.int32)
 
@@ -226,28 +224,28 @@ def make(config: Config, env, env_params) -> Agent:
         key, key_net, key_env = jax.random.split(key, 3)
         env_state = jax.vmap(env.reset, in_axes=(0, None))(
             jax.random.split(key_env, config.num_envs), play_params)[1]
-        obs = observe(env_state)
-        net_params = network.init(key_net, obs)
+        net_params = network.init(key_net, observe(env_state))
         n = config.num_envs
         episode = {"return": jnp.zeros(n), "length": jnp.zeros(n, jnp.int32),
                    "first": first_mover(env_state, n)}
         c = config.buffer_size
         replay = Replay(jnp.zeros((c, *obs_shape)), jnp.zeros((c, num_actions)), jnp.zeros(c),
                         jnp.zeros(c, bool), jnp.int32(0), jnp.int32(0))
-        return State(Params(net_params), optimizer.init(net_params), env_state, obs, episode,
-                     replay, key, HParams.from_config(config, hparams), jnp.int32(0))
+        return State(Params(net_params), optimizer.init(net_params), env_state, episode, replay,
+                     key, HParams.from_config(config, hparams), jnp.int32(0))
 
     def self_play(state: State, key: jax.Array):
         n = config.num_envs
 
         def move(carry, key):
-            env_state, obs, ep = carry
+            env_state, ep = carry
             key_search, key_step = jax.random.split(key)
+            obs = observe(env_state)
             out = S.search(state.params.network, key_search, predict, recurrent_fn, obs,
-                           env_state, legal(env_state, n), config.num_simulations,
-                           considered)
+                           env_state, S.legal_action_mask(env_state, n, num_actions),
+                           config.num_simulations, considered)
             mover = first_mover(env_state, n)
-            obs_next, env_state, reward, term, trunc, _ = jax.vmap(
+            _, env_state, reward, term, trunc, _ = jax.vmap(
                 env.step, in_axes=(0, 0, 0, None))(jax.random.split(key_step, n), env_state,
                                                    out.action, play_params)
             ended = term | trunc
@@ -259,12 +257,11 @@ def make(config: Config, env, env_params) -> Agent:
                   "first": jnp.where(ended, first_mover(env_state, n), ep["first"])}
             record = (obs, out.action_weights, reward, S.step_discount(ended, two_player,
                                                                        config.gamma), term, trunc)
-            return (env_state, obs_next, ep), (record, done)
+            return (env_state, ep), (record, done)
 
-        carry = (state.env_state, state.obs, state.episode)
-        (env_state, obs, episode), (record, done) = jax.lax.scan(
-            move, carry, jax.random.split(key, config.num_steps))
-        return env_state, obs, episode, record, done
+        (env_state, episode), (record, done) = jax.lax.scan(
+            move, (state.env_state, state.episode), jax.random.split(key, config.num_steps))
+        return env_state, episode, record, done
 
     def store(replay: Replay, obs, policy, value, known) -> Replay:
         m, c = obs.shape[0], config.buffer_size
@@ -301,26 +298,16 @@ def make(config: Config, env, env_params) -> Agent:
 
     def update(state: State) -> tuple[State, dict[str, jax.Array]]:
         key, key_play, key_learn = jax.random.split(state.key, 3)
-        env_state, obs, episode, record, done = self_play(state, key_play)
+        env_state, episode, record, done = self_play(state, key_play)
         positions, policy, reward, discount, term, trunc = record
         value, known = S.outcome_targets(reward, discount, term, trunc)
         m = config.units_per_iteration
         replay = store(state.replay, positions.reshape(m, *obs_shape),
                        policy.reshape(m, num_actions), value.reshape(m), known.reshape(m))
         net_params, opt_state, stats = learn(state, replay, key_learn)
-        count = done["done"].sum()
-        safe = jnp.maximum(count, 1)
-        metrics = {
-            "episode_return": jnp.where(count > 0, jnp.where(done["done"], done["return"], 0.0)
-                                        .sum() / safe, jnp.nan),
-            "episode_length": jnp.where(count > 0, jnp.where(done["done"], done["length"], 0)
-                                        .sum() / safe, jnp.nan),
-            "episodes": count,
-            "known_targets": known.mean(),
-            **stats,
-        }
+        metrics = {**envs.summarize_episodes(done), "known_targets": known.mean(), **stats}
         state = state.replace(params=Params(net_params), opt_state=opt_state,
-                              env_state=env_state, obs=obs, episode=episode, replay=replay,
+                              env_state=env_state, episode=episode, replay=replay,
                               key=key, iteration=state.iteration + 1)
         return state, metrics
 
@@ -331,10 +318,10 @@ def make(config: Config, env, env_params) -> Agent:
         single = jax.tree.leaves(env_state)[0].ndim == jax.tree.leaves(abstract_state)[0].ndim
         states = jax.tree.map(lambda x: x[None], env_state) if single else env_state
         obs = observe(states)
-        batch = obs.shape[0]
         sims = config.eval_simulations if deterministic else config.num_simulations
         out = S.search(params.network, key, predict, recurrent_fn, obs, states,
-                       legal(states, batch), sims, considered, 0.0 if deterministic else 1.0)
+                       S.legal_action_mask(states, obs.shape[0], num_actions), sims, considered,
+                       0.0 if deterministic else 1.0)
         return out.action[0] if single else out.action
 
     return Agent(init, update, act)

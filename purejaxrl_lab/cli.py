@@ -382,22 +382,17 @@ def _out_dir(name: str, args) -> Path:
 
 def parse_env_params(items) -> dict[str, object]:
     """`["opponent=random", "agent_first=1"]` -> {"opponent": "random", "agent_first": 1}:
-    integers, then floats, else strings."""
-    values: dict[str, object] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        name = name.strip().lstrip("-").replace("-", "_")
-        if not sep or not name or not value.strip():
-            raise ValueError(f"--env-param item {item!r} is not allowed: expected NAME=VALUE "
-                             f"(e.g. opponent=random)")
-        if name in values:
-            raise ValueError(f"--env-param names {name} twice")
-        value = value.strip()
+    numbers where they parse as numbers, else strings."""
+    from purejaxrl_lab import grid as grid_lib
+
+    def value(text):
         try:
-            values[name] = int(value) if value.lstrip("+-").isdigit() else float(value)
+            return grid_lib.parse_number(text)
         except ValueError:
-            values[name] = value
-    return values
+            return text
+
+    items = grid_lib.parse_items(items, "--env-param", "NAME=VALUE", "opponent=random")
+    return {name: value(text) for name, text in items.items()}
 
 
 def _env(env_id: str, items, meta):

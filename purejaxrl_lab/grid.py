@@ -157,23 +157,36 @@ def label(setting: Mapping[str, Any]) -> str:
     return " ".join(f"{k}={_python(v):g}" if _is_number(v) else f"{k}={v}" for k, v in setting.items())
 
 
+def parse_number(text: str) -> int | float:
+    """"3" -> 3, "1e-3" -> 0.001; a ValueError for anything else."""
+    text = text.strip()
+    return int(text) if text.lstrip("+-").isdigit() else float(text)
+
+
+def parse_items(items: Sequence[str], flag: str, form: str, example: str) -> dict[str, str]:
+    """Command-line `NAME=VALUE` items -> {name: value text}, names with "-" read as "_";
+    one-line errors naming `flag` for a malformed item or a name given twice."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip().lstrip("-").replace("-", "_")
+        if not sep or not name or not value.strip():
+            raise ValueError(f"{flag} item {item!r} is not allowed: expected {form} (e.g. {example})")
+        if name in out:
+            raise ValueError(f"{flag} names {name} twice")
+        out[name] = value.strip()
+    return out
+
+
 def parse_cli(items: Sequence[str]) -> dict[str, list]:
     """`["learning_rate=1e-3,3e-4", "ent_coef=0,0.01"]` -> {"learning_rate": [...], ...}."""
     grid: dict[str, list] = {}
-    for item in items:
-        name, sep, values = item.partition("=")
-        name = name.strip().lstrip("-").replace("-", "_")
-        if not sep or not name or not values.strip():
-            raise ValueError(f"--grid item {item!r} is not allowed: expected NAME=V1,V2,... "
-                             f"(e.g. learning_rate=1e-3,3e-4)")
-        if name in grid:
-            raise ValueError(f"--grid names {name} twice")
-        parsed = []
+    for name, values in parse_items(items, "--grid", "NAME=V1,V2,...",
+                                    "learning_rate=1e-3,3e-4").items():
+        grid[name] = []
         for v in values.split(","):
-            v = v.strip()
             try:
-                parsed.append(int(v) if v.lstrip("+-").isdigit() else float(v))
+                grid[name].append(parse_number(v))
             except ValueError:
-                raise ValueError(f"--grid {name}: {v!r} is not a number") from None
-        grid[name] = parsed
+                raise ValueError(f"--grid {name}: {v.strip()!r} is not a number") from None
     return grid

@@ -28,6 +28,12 @@ def run_cli(capsys, *args):
     return status, out, err
 
 
+def forget_results(directory):
+    """Deletes a finished run's results, as if it had died after its last checkpoint."""
+    for name in ("summary.json", "metrics.npz", "metrics.jsonl", "params.npz"):
+        Path(directory, name).unlink()
+
+
 def one_line_error(capsys, *args) -> str:
     status, _, err = run_cli(capsys, *args)
     lines = [line for line in err.splitlines() if line.strip()]
@@ -183,8 +189,7 @@ def test_sweep_train_plot_and_resume(capsys, tmp_path, monkeypatch):
     assert "out='run' already holds a finished run's results; choose a new directory" in line
     line = one_line_error(capsys, "train", "ppo", "--resume", "run")
     assert "that run is complete; its results are in run" in line
-    for name in ("summary.json", "metrics.npz", "metrics.jsonl", "params.npz"):
-        Path("run", name).unlink()
+    forget_results("run")
     line = one_line_error(capsys, "train", "ppo", "--out", "run", *SMALL)
     assert "already holds a run's checkpoints; --resume run continues that run" in line
     line = one_line_error(capsys, "train", "ppo", "--resume", "run", "--num-envs", "8")
@@ -228,8 +233,7 @@ def test_env_params_are_recorded_and_resumed(capsys, tmp_path, monkeypatch):
     assert summary["env_params"] == {"max_steps_in_episode": 9, "opponent": "random",
                                      "opponent_simulations": 200, "agent_first": 1}
     finished = np.load("run/metrics.npz")["loss"].copy()
-    for name in ("summary.json", "metrics.npz", "metrics.jsonl", "params.npz"):
-        Path("run", name).unlink()
+    forget_results("run")
     line = one_line_error(capsys, "train", "ppo", "--resume", "run", "--env-param", "agent_first=0")
     assert "env_params=" in line and "differs from the checkpoint's" in line
     status, _, err = run_cli(capsys, "train", "ppo", "--resume", "run", "--no-progress",

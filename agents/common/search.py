@@ -24,11 +24,11 @@ MASKED = -1e9
 """The prior logit of an illegal move: finite (no NaN in softmax), never chosen."""
 
 
-def legal_action_mask(env_state: Any, num_actions: int) -> jax.Array:
-    """[..., num_actions] bool: the environment state's legal moves (board games), or, for an
-    environment without a mask, [num_actions] of True (broadcast it to the batch)."""
+def legal_action_mask(env_state: Any, batch: int, num_actions: int) -> jax.Array:
+    """[batch, num_actions] bool: the legal moves of a batch of environment states (a board
+    game's `legal_action_mask`), every action for an environment without a mask."""
     mask = getattr(env_state, "legal_action_mask", None)
-    return mask if mask is not None else jnp.ones(num_actions, bool)
+    return jnp.broadcast_to(True if mask is None else mask, (batch, num_actions))
 
 
 def is_two_player(env_state: Any) -> bool:
@@ -50,26 +50,21 @@ def true_model(env, env_params, predict: Callable, num_actions: int, two_player:
     """mctx's `recurrent_fn` with the environment's own step as the model (AlphaZero).
 
     The embedding is the batched environment state. The step is gymnax's transition without
-    the auto-reset (`envs.transition`); a board game is searched as the two-player game
-    (`params.opponent` None) whatever opponent its single-agent view has. `predict(params,
-    obs) -> (logits [B, A], value [B])` is the network. Terminal nodes get discount 0 and value
-    0; their children are never worth anything to the search.
+    the auto-reset (`envs.transition`) under `env_params`: for a board game, those of the
+    two-player game (`opponent=None`). `predict(params, obs) -> (logits [B, A], value [B])`
+    is the network. Terminal nodes get discount 0 and value 0; their children are never
+    worth anything to the search.
     """
     import mctx
 
     from envs import transition
-
-    if hasattr(env_params, "opponent"):
-        env_params = env_params.replace(opponent=None)
 
     def recurrent_fn(params, key, action, state):
         keys = jax.random.split(key, action.shape[0])
         obs, state, reward, terminated, _, _ = jax.vmap(
             transition, in_axes=(None, 0, 0, 0, None))(env, keys, state, action, env_params)
         logits, value = predict(params, obs)
-        mask = legal_action_mask(state, num_actions)
-        if mask.ndim == 1:
-            mask = jnp.broadcast_to(mask, logits.shape)
+        mask = legal_action_mask(state, action.shape[0], num_actions)
         out = mctx.RecurrentFnOutput(
             reward=reward.astype(jnp.float32),
             discount=step_discount(terminated, two_player, gamma),
