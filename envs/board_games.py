@@ -88,10 +88,6 @@ class GameState:
         """The pgx player id (0 or 1) to move."""
         return self.game.current_player
 
-    @property
-    def terminated(self) -> jax.Array:
-        return self.game.terminated
-
 
 class BoardGame(environment.Environment):
     """A pgx two-player game (`params.opponent` None: each `step` is the move of the player to
