@@ -11,6 +11,7 @@ from agents.common import Agent, Score, check_agent_module
 from envs.utils import unknown_name_error
 
 _AGENTS: dict[str, str] = {"alphazero": "agents.alphazero", "dqn": "agents.dqn",
+                           "muzero": "agents.muzero",
                            "ppo": "agents.ppo", "pqn": "agents.pqn", "sac": "agents.sac"}
 
 

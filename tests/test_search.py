@@ -50,7 +50,8 @@ def _position(moves):
 def _search(predict, states, num_simulations, gumbel_scale=0.0):
     batch = jax.tree.map(lambda *x: jnp.stack(x), *states)
     recurrent_fn = S.true_model(TTT, TTT_PARAMS, predict, 9, two_player=True)
-    out = jax.jit(lambda key: S.search(None, key, predict, recurrent_fn, batch.observation, batch,
+    logits, value = predict(None, batch.observation)
+    out = jax.jit(lambda key: S.search(None, key, logits, value, batch, recurrent_fn,
                                        batch.legal_action_mask, num_simulations, 9,
                                        gumbel_scale))(jax.random.key(0))
     return out, batch

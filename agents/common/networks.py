@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import distrax
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -180,6 +181,63 @@ class PolicyValueNetwork(nn.Module):
     def __call__(self, obs: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
         h = Encoder(self.hidden_sizes, self.activation, self.obs_ndim)(obs)
         return _dense(self.num_actions, 0.01)(h), _dense(1, 1.0)(h)[..., 0]
+
+
+class MuZeroNetwork(nn.Module):
+    """MuZero's three functions (Schrittwieser et al. 2020), MLPs over a latent state of
+    `embedding_size` units:
+
+    represent: obs [B, *obs_shape] -> latent [B, E] (an `Encoder` torso, a linear layer);
+    dynamics:  (latent [B, E], action [B]) -> (next latent [B, E], reward logits [B, 2 S + 1]);
+    predict:   latent [B, E] -> (policy logits [B, A], value logits [B, 2 S + 1]).
+
+    Latent states are min-max scaled to [0, 1] per sample, as in MuZero. The value and reward
+    heads are categorical over the support {-S, ..., S} of h-transformed scalars
+    (`agents.common.categorical`); their weights start at zero, so the first predictions are
+    uniform over the support, whose scalar is 0.
+    """
+
+    num_actions: int
+    hidden_sizes: Sequence[int] = (64, 64)
+    activation: str = "relu"
+    obs_ndim: int = 1
+    embedding_size: int = 64
+    support_size: int = 10
+
+    def setup(self):
+        size = 2 * self.support_size + 1
+        self.represent_torso = Encoder(self.hidden_sizes, self.activation, self.obs_ndim)
+        self.represent_head = _dense(self.embedding_size, 1.0)
+        self.dynamics_torso = Encoder(self.hidden_sizes, self.activation)
+        self.dynamics_head = _dense(self.embedding_size, 1.0)
+        self.reward_head = _dense(size, 0.0)
+        self.predict_torso = Encoder(self.hidden_sizes, self.activation)
+        self.policy_head = _dense(self.num_actions, 0.01)
+        self.value_head = _dense(size, 0.0)
+
+    @staticmethod
+    def _scale(latent: jnp.ndarray) -> jnp.ndarray:
+        low = latent.min(-1, keepdims=True)
+        high = latent.max(-1, keepdims=True)
+        return (latent - low) / jnp.maximum(high - low, 1e-5)
+
+    def represent(self, obs: jnp.ndarray) -> jnp.ndarray:
+        return self._scale(self.represent_head(self.represent_torso(obs)))
+
+    def dynamics(self, latent: jnp.ndarray, action: jnp.ndarray):
+        x = jnp.concatenate([latent, jax.nn.one_hot(action, self.num_actions)], axis=-1)
+        h = self.dynamics_torso(x)
+        return self._scale(self.dynamics_head(h)), self.reward_head(h)
+
+    def predict(self, latent: jnp.ndarray):
+        h = self.predict_torso(latent)
+        return self.policy_head(h), self.value_head(h)
+
+    def __call__(self, obs: jnp.ndarray):
+        """All three functions once (to initialise the parameters)."""
+        latent = self.represent(obs)
+        next_latent, _ = self.dynamics(latent, jnp.zeros(latent.shape[:-1], jnp.int32))
+        return self.predict(next_latent)
 
 
 class GaussianActor(nn.Module):

@@ -45,6 +45,55 @@ def step_discount(ended: jax.Array, two_player: bool, gamma) -> jax.Array:
     return jnp.where(ended, 0.0, -1.0 if two_player else gamma).astype(jnp.float32)
 
 
+def check_deterministic_step(env, env_params, agent_name: str, games: int = 16,
+                             moves: int = 12) -> None:
+    """Refuses an environment whose step is random (it cannot be the search's model): from the
+    states of `games` random games over `moves` moves, two steps with different keys must give
+    the same observation, reward and ending. Runs eagerly (before the agent compiles)."""
+    from envs import transition
+
+    cache_key = (type(env), env.name, repr(env_params))
+    if cache_key in _DETERMINISTIC:
+        deterministic = _DETERMINISTIC[cache_key]
+    else:
+        num_actions = env.action_space(env_params).n
+        deterministic = _DETERMINISTIC[cache_key] = _probe(env, env_params, num_actions, games,
+                                                           moves, transition, agent_name)
+    if not deterministic:
+        raise ValueError(
+            f"env: {agent_name} plans with the environment's own step, and {env.name}'s step is "
+            f"random (the same state and action gave different outcomes); MuZero learns a model "
+            f"and fits it (purejaxrl-lab train muzero --env {env.name})")
+
+
+_DETERMINISTIC: dict = {}
+
+
+def _probe(env, env_params, num_actions, games, moves, transition, agent_name) -> bool:
+    def probe(key):
+        key_reset, key_moves = jax.random.split(key)
+        _, state = env.reset(key_reset, env_params)
+
+        def move(state, key):
+            key_action, key_a, key_b, key_on = jax.random.split(key, 4)
+            action = jax.random.randint(key_action, (), 0, num_actions)
+            a = transition(env, key_a, state, action, env_params)
+            b = transition(env, key_b, state, action, env_params)
+            same = jax.tree.map(lambda x, y: jnp.all(x == y), (a[0], a[2], a[3]),
+                                (b[0], b[2], b[3]))
+            _, state, _, _, _, _ = env.step(key_on, state, action, env_params)
+            return state, jnp.all(jnp.stack(jax.tree.leaves(same)))
+
+        return jax.lax.scan(move, state, jax.random.split(key_moves, moves))[1].all()
+
+    try:
+        with jax.ensure_compile_time_eval():
+            return bool(jax.jit(jax.vmap(probe))(jax.random.split(jax.random.key(0), games)).all())
+    except ValueError as e:  # no step without the auto-reset (envs.transition)
+        raise ValueError(f"env: {agent_name} cannot use {env.name}'s step as its model: {e}; "
+                         f"MuZero learns a model and fits it") from None
+
+
 def true_model(env, env_params, predict: Callable, num_actions: int, two_player: bool,
                gamma: float = 1.0) -> Callable:
     """mctx's `recurrent_fn` with the environment's own step as the model (AlphaZero).
@@ -75,20 +124,20 @@ def true_model(env, env_params, predict: Callable, num_actions: int, two_player:
     return recurrent_fn
 
 
-def search(params, key: jax.Array, predict: Callable, recurrent_fn: Callable, obs: jax.Array,
-           embedding: Any, mask: jax.Array, num_simulations: int, max_num_considered_actions: int,
-           gumbel_scale: float = 1.0):
+def search(params, key: jax.Array, prior_logits: jax.Array, value: jax.Array, embedding: Any,
+           recurrent_fn: Callable, mask: jax.Array, num_simulations: int,
+           max_num_considered_actions: int, gumbel_scale: float = 1.0):
     """Gumbel MuZero search (Danihelka et al. 2022) from a batch of roots.
 
-    obs [B, ...] and embedding (the model's state at the roots, batched) describe the roots;
-    mask [B, A] their legal moves. `gumbel_scale` 0 searches without the Gumbel noise
-    (evaluation). Returns mctx's `PolicyOutput`: `action` [B] and `action_weights` [B, A],
-    the improved policy (the policy target).
+    prior_logits [B, A] and value [B] are the network's at the roots, embedding (batched) the
+    model's state there, mask [B, A] their legal moves (illegal ones get prior `MASKED` and
+    are never chosen). `gumbel_scale` 0 searches without the Gumbel noise (evaluation).
+    Returns mctx's `PolicyOutput`: `action` [B] and `action_weights` [B, A], the improved
+    policy (the policy target).
     """
     import mctx
 
-    logits, value = predict(params, obs)
-    root = mctx.RootFnOutput(prior_logits=masked_logits(logits, mask), value=value,
+    root = mctx.RootFnOutput(prior_logits=masked_logits(prior_logits, mask), value=value,
                              embedding=embedding)
     return mctx.gumbel_muzero_policy(
         params, key, root, recurrent_fn, num_simulations, invalid_actions=~mask,
