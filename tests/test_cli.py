@@ -71,7 +71,7 @@ def test_train_end_to_end_subprocess(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["trian"], "unknown command 'trian'; closest: 'train'"),
-    (["train"], "train needs an AGENT, one of: alphazero, dqn, ppo, pqn, sac"),
+    (["train"], "train needs an AGENT, one of: alphazero, dqn, muzero, ppo, pqn, sac"),
     (["train", "ppp"], "unknown agent 'ppp'; closest: 'ppo'"),
     (["train", "no.such.module"], "agent 'no.such.module': no registered agent of that name"),
     (["train", "ppo", "--env", "CartPole-v2"], "closest: 'CartPole-v1'"),

@@ -178,7 +178,7 @@ def test_off_policy_bad_input_is_refused_before_compilation():
     cases = [
         ("dqn", None, "Pendulum-v1", r"agent dqn acts in discrete action spaces.*agents for "
                                      r"continuous actions: ppo, sac"),
-        ("sac", None, "CartPole-v1", r"agent sac acts in continuous.*discrete actions: alphazero, dqn, ppo, pqn"),
+        ("sac", None, "CartPole-v1", r"agent sac acts in continuous.*discrete actions: alphazero, dqn, muzero, ppo, pqn"),
         ("pqn", None, "Pendulum-v1", r"agent pqn acts in discrete"),
         ("dqn", {"buffer_size": 100}, "CartPole-v1", r"buffer_size=100.*at least one batch"),
         ("dqn", {"learning_starts": 600_000}, "CartPole-v1", r"learning_starts=600000.*below total"),
