@@ -214,6 +214,7 @@ class Policy:
       act_input: "observation" or "env_state".
       env, env_params: the environment id and the parameters the run trained with.
       init_carry: the agent's `init_carry(batch_shape)` for a recurrent policy, else None.
+      config: the agent's Config the run trained with.
     """
 
     params: Any = dataclasses.field(repr=False)
@@ -225,6 +226,7 @@ class Policy:
     act_input: str = "observation"
     env_params: dict[str, Any] = dataclasses.field(default_factory=dict)
     init_carry: Callable | None = dataclasses.field(default=None, repr=False)
+    config: Any = dataclasses.field(default=None, repr=False)
 
     @property
     def recurrent(self) -> bool:
@@ -330,4 +332,5 @@ def load_policy(directory: str | Path, seed: int = 0, setting: int | None = None
         params = from_storable(jax.tree.map(lambda x: np.asarray(x)[index], stored), abstract)
     return Policy(params=params, act=agent.act, seed=seed, setting=dict(chosen),
                   agent=record["agent"], env=record["env"], act_input=module.ACT_INPUT,
-                  env_params=dict(record["env_params"]), init_carry=agent.init_carry)
+                  env_params=dict(record["env_params"]), init_carry=agent.init_carry,
+                  config=config)

@@ -3,6 +3,8 @@
     purejaxrl-lab train AGENT --env ID --seeds N [--out DIR] [--resume DIR] [--<config field> V]
     purejaxrl-lab sweep AGENT --env ID --seeds N --grid learning_rate=1e-3,3e-4 ent_coef=0,0.01
     purejaxrl-lab plot DIR [DIR ...]
+    purejaxrl-lab play RUN_DIR [--seed I] [--first human|agent] [--simulations N]
+    purejaxrl-lab render RUN_DIR --out game.svg
     purejaxrl-lab list
 
 Options are parsed by tyro from the agent's own Config dataclass (its field docstrings are
@@ -30,6 +32,8 @@ commands:
   train AGENT   train one configuration over N seeds; results, plot and checkpoints in --out
   sweep AGENT   train every setting of --grid x N seeds in one compiled program; a ranking
   plot DIR...   learning curves and final-score intervals of saved runs and sweeps, compared
+  play RUN      play a board game against a trained agent in the terminal
+  render RUN    write the agent's self-play game of a board game as an (animated) SVG
   list          the agents (unit, score, presets) and environments (discrete or continuous)
 
 usage: purejaxrl-lab train AGENT [--env ID] [--env-param NAME=VALUE ...] [--seeds N]
@@ -38,6 +42,8 @@ usage: purejaxrl-lab train AGENT [--env ID] [--env-param NAME=VALUE ...] [--seed
        purejaxrl-lab sweep AGENT --grid NAME=V1,V2 [NAME=V1,V2 ...] [train's options]
        purejaxrl-lab plot DIR [DIR ...] [--out DIR] [--statistic iqm|mean|median]
                           [--metric NAME] [--smoothing K] [--mixed-envs]
+       purejaxrl-lab play RUN_DIR [--seed I] [--first human|agent] [--simulations N]
+       purejaxrl-lab render RUN_DIR [--out game.svg] [--seed I] [--simulations N]
        purejaxrl-lab list
        purejaxrl-lab train AGENT --help     (every option, with its meaning)
        purejaxrl-lab --version
@@ -45,7 +51,7 @@ usage: purejaxrl-lab train AGENT [--env ID] [--env-param NAME=VALUE ...] [--seed
 AGENT is a registered name (`purejaxrl-lab list`) or an importable module path
 (my_package.my_agent) following the agent contract (agents.common.contract)."""
 
-COMMANDS = ["train", "sweep", "plot", "list"]
+COMMANDS = ["train", "sweep", "plot", "play", "render", "list"]
 
 
 class UsageError(Exception):
@@ -544,6 +550,58 @@ def plot(argv: list[str]) -> int:
     return 0
 
 
+def play(argv: list[str], command: str = "play", read=input) -> int:
+    """`play` and `render`: a human against a trained agent, or the agent's self-play game."""
+    import tyro
+
+    @dataclasses.dataclass(frozen=True)
+    class PlayArgs:
+        run_dir: typing.Annotated[str, tyro.conf.Positional]
+        """Results directory of a run on a board game (saved results or checkpoints)."""
+        seed: int = 0
+        """Which of the run's seeds plays."""
+        first: str = "human"
+        """Who moves first: human or agent."""
+        simulations: int | None = None
+        """Search simulations per agent move (default: the run's eval_simulations)."""
+
+    @dataclasses.dataclass(frozen=True)
+    class RenderArgs:
+        run_dir: typing.Annotated[str, tyro.conf.Positional]
+        """Results directory of a run on a board game (saved results or checkpoints)."""
+        out: str = "game.svg"
+        """The file written: .svg (the whole game, animated) or .png (the final position;
+        needs cairosvg)."""
+        seed: int = 0
+        """Which of the run's seeds plays (and the start position's key)."""
+        simulations: int | None = None
+        """Search simulations per move (default: the run's eval_simulations)."""
+
+    args = _tyro(PlayArgs if command == "play" else RenderArgs, argv,
+                 prog=f"purejaxrl-lab {command}")
+    if args is None:
+        return 0
+    from purejaxrl_lab import play as P
+
+    try:
+        if command == "play":
+            if args.first not in P.FIRST:
+                from envs import unknown_name_error
+
+                raise UsageError(str(unknown_name_error("first", args.first, list(P.FIRST))))
+            opponent = P.load_opponent(args.run_dir, args.seed, args.simulations)
+            result = P.play_game(opponent, args.first, args.seed, read=read)
+            return 0 if result is not None else 1
+        import envs
+
+        opponent = P.load_opponent(args.run_dir, args.seed, args.simulations,
+                                   games=tuple(envs.board_games.GAMES))
+        print(f"wrote {P.render_game(opponent, args.out, args.seed)}")
+        return 0
+    except P.PlayError as e:
+        raise UsageError(str(e)) from None
+
+
 def _short_names(dirs) -> list[str]:
     names = [Path(d).resolve().name for d in dirs]
     return names if len(set(names)) == len(names) else [str(d) for d in dirs]
@@ -588,6 +646,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(command, rest)
         if command == "plot":
             return plot(rest)
+        if command in ("play", "render"):
+            return play(rest, command)
         if command == "list":
             if rest:
                 raise UsageError(f"list takes no arguments, got {' '.join(rest)!r}")

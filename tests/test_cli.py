@@ -206,6 +206,8 @@ def test_sweep_train_plot_and_resume(capsys, tmp_path, monkeypatch):
     assert status == 0, err
     assert Path("figs/curves.png").is_file() and Path("figs/final_scores.png").is_file()
     assert "sweep: ppo on CartPole-v1, 2 seeds, 4 settings" in out
+    line = one_line_error(capsys, "play", "run")
+    assert "its agent was trained on CartPole-v1, and this needs a board game" in line
     # The sweep's settings come from its checkpoint when it resumes.
     status, _, err = run_cli(capsys, "sweep", "ppo", "--seeds", "1", "--out", "s2", "--checkpoint-every",
                              "1", "--grid", "ent_coef=0,0.02", *SMALL)
@@ -240,3 +242,6 @@ def test_env_params_are_recorded_and_resumed(capsys, tmp_path, monkeypatch):
                              "--no-compilation-cache")
     assert status == 0, err
     np.testing.assert_array_equal(np.load("run/metrics.npz")["loss"], finished)
+    # A board-game run of an agent without search: play takes no --simulations.
+    line = one_line_error(capsys, "play", "run", "--simulations", "8")
+    assert "the run's agent (ppo) does not search; leave it out" in line
