@@ -65,7 +65,12 @@ class Config(P.SearchConfig):
 PRESETS: dict[str, Config] = {
     # TicTacToe-v0 by self-play: 3e5 moves, 32 gradient steps per iteration, the most recent
     # 65,536 moves (about 3 minutes for 2 seeds on 2 CPU cores; benchmarks/README.md).
-    "tictactoe": Config(total_timesteps=300_000, buffer_size=65_536),
+    "tictactoe": Config(total_timesteps=300_000, buffer_size=65_536, random_opening_moves=2),
+    # ConnectFour-v0 by self-play (a 3x3 conv torso on the 6x7x2 board): 8e6 moves, about
+    # 40 minutes for one seed on 2 CPU cores.
+    "connectfour": Config(total_timesteps=8_000_000, num_envs=128, num_steps=16,
+                          buffer_size=131_072, batch_size=512, gradient_steps=32,
+                          random_opening_moves=2, hidden_sizes=(256, 256)),
     # Catch-bsuite (single player, deterministic step): 10x5 grid, 9 moves an episode.
     "catch": Config(total_timesteps=12_800, num_envs=16, num_steps=20, num_simulations=16,
                     max_num_considered_actions=3, buffer_size=4096, batch_size=128,

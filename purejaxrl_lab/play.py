@@ -66,6 +66,17 @@ def load_opponent(run_dir: str | Path, seed: int = 0, simulations: int | None = 
     if policy.env not in games:
         raise PlayError(f"run_dir={str(run_dir)!r} is not allowed: its agent was trained on "
                         f"{policy.env}, and this needs a board game: {', '.join(games)}")
+    return opponent_from_policy(policy, simulations)
+
+
+def opponent_from_policy(policy, simulations: int | None = None) -> Opponent:
+    """An `Opponent` from a trained `Policy` (`lab.load_policy(...)`, `results.policy(i)`) of
+    a board game; `simulations` replaces a search agent's `eval_simulations`."""
+    import envs
+
+    if policy.env not in envs.board_games.GAMES:
+        raise PlayError(f"policy: trained on {policy.env}, not on a board game "
+                        f"({', '.join(envs.board_games.GAMES)})")
     env, params = envs.make(policy.env)  # the two-player game
     act = policy.act
     if simulations is not None:
@@ -79,7 +90,7 @@ def load_opponent(run_dir: str | Path, seed: int = 0, simulations: int | None = 
         act = module.make(config, env, params.replace(**_run_env_params(policy, params))).act
     jitted = jax.jit(lambda state, key: act(policy.params, state if policy.act_input == "env_state"
                                             else state.observation, key, True))
-    key = jax.random.key(seed)
+    key = jax.random.key(policy.seed)
 
     def move(state) -> int:
         return int(jitted(state, key))

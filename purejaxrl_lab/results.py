@@ -278,11 +278,16 @@ class _Run:
         index = self._policy_index(seed, setting)
         import jax
 
+        from agents.common.config import config_from_dict
+        from purejaxrl_lab.plan import module_of
+
         params = jax.tree.map(lambda x: np.asarray(x)[index], self.params)
         chosen = self._setting(setting)
+        config = config_from_dict(module_of(self.agent, self.agent_module).Config, self.config)
         return checkpoint.Policy(params=params, act=self.act, seed=seed, setting=chosen,
                                  agent=self.agent, env=self.env, act_input=self.act_input,
-                                 env_params=dict(self.env_params), init_carry=self.init_carry)
+                                 env_params=dict(self.env_params), init_carry=self.init_carry,
+                                 config=config)
 
     def _policy_index(self, seed: int, setting: int | None) -> int:
         if seed not in self.seeds:

@@ -43,3 +43,23 @@ def test_off_policy_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", [])
                    if o.get("output_type") == "stream")
     assert "DQN: final eval return" in text and "PQN: final eval return" in text
+
+
+def test_planning_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
+    path = NOTEBOOK.parent / "planning.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), "strip outputs"
+    monkeypatch.setenv("PLANNING_SCALE", "0.002")  # 1 iteration of TicTacToe, 2 of Catch
+    monkeypatch.setenv("PLANNING_SEEDS", "2")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    work = tmp_path / "cwd"
+    work.mkdir()
+    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(work)}}).execute()
+    assert not any(work.iterdir()), "the notebook writes nowhere but its temporary directory"
+    (out,) = tmp_path.glob("planning-*")
+    assert (out / "game.svg").is_file() and (out / "muzero_catch.png").is_file()
+    text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", [])
+                   if o.get("output_type") == "stream")
+    assert "| perfect | second |" in text and "MuZero on Catch: final eval return per seed" in text
+    displays = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "display_data"]
+    assert any("image/svg+xml" in o.get("data", {}) for o in displays)

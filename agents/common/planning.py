@@ -77,6 +77,10 @@ class SearchConfig(EnvStepsConfig):
     """Global gradient norm clip (tunable)."""
     gamma: float = 1.0
     """Discount of a single-player environment (two-player games use -1 between turns)."""
+    random_opening_moves: int = 0
+    """The first this many moves of each self-play game are uniformly random legal moves (their
+    positions keep the search's policy target): diverse openings for a board game, whose
+    self-play otherwise repeats a few."""
     hidden_sizes: tuple[int, ...] = (128, 128)
     """Hidden layer widths (after a 3x3 conv layer on image observations)."""
     activation: str = "relu"
@@ -103,6 +107,10 @@ class SearchConfig(EnvStepsConfig):
         check_real(self, "value_coef", 0.0)
         check_real(self, "max_grad_norm", 0.0, low_open=True)
         check_real(self, "gamma", 0.0, 1.0)
+        if (isinstance(self.random_opening_moves, bool) or not isinstance(self.random_opening_moves, int)
+                or self.random_opening_moves < 0):
+            raise invalid("random_opening_moves", self.random_opening_moves,
+                          "expected an integer >= 0")
         check_sizes(self, "hidden_sizes")
         check_choice(self, "activation", ACTIVATIONS)
 
@@ -335,13 +343,18 @@ def make_search_agent(config: SearchConfig, env, env_params, model: SearchModel,
 
         def move(carry, key):
             env_state, ep = carry
-            key_search, key_step = jax.random.split(key)
+            key_search, key_step, key_open = jax.random.split(key, 3)
             obs, out = search(state.params.network, key_search, env_state,
                               config.num_simulations, 1.0)
+            action = out.action
+            if config.random_opening_moves:
+                legal = S.legal_action_mask(env_state, n, num_actions)
+                opening = jax.random.categorical(key_open, jnp.where(legal, 0.0, S.MASKED))
+                action = jnp.where(ep["length"] < config.random_opening_moves, opening, action)
             mover = first_mover(env_state, n)
             _, env_state, reward, term, trunc, _ = jax.vmap(
                 env.step, in_axes=(0, 0, 0, None))(jax.random.split(key_step, n), env_state,
-                                                   out.action, play_params)
+                                                   action, play_params)
             ended = term | trunc
             sign = jnp.where(mover == ep["first"], 1.0, -1.0)
             ret = ep["return"] + sign * reward
@@ -349,7 +362,7 @@ def make_search_agent(config: SearchConfig, env, env_params, model: SearchModel,
             done = {"done": ended, "return": ret, "length": length}
             ep = {"return": jnp.where(ended, 0.0, ret), "length": jnp.where(ended, 0, length),
                   "first": jnp.where(ended, first_mover(env_state, n), ep["first"])}
-            moves = {"obs": obs, "action": out.action, "reward": reward.astype(jnp.float32),
+            moves = {"obs": obs, "action": action, "reward": reward.astype(jnp.float32),
                      "discount": S.step_discount(ended, two_player, config.gamma),
                      "terminated": term, "truncated": trunc, "policy": out.action_weights}
             return (env_state, ep), (moves, done)
