@@ -132,6 +132,43 @@ def scale_gradient(x: jax.Array, scale: float) -> jax.Array:
     return x * scale + jax.lax.stop_gradient(x) * (1.0 - scale)
 
 
+def unroll_targets(reward, discount, terminated, truncated, filled, bootstrap, policy,
+                   unroll_steps: int, td_steps: int):
+    """MuZero's targets along the unroll from windows of stored moves.
+
+    Args:
+      reward, discount, terminated, truncated, filled: [B, W] along windows of W >=
+        unroll_steps + td_steps + 1 consecutive moves (`planning.Trajectories` fields; `filled`:
+        the move is stored).
+      bootstrap: [B, W] the target network's value of each position.
+      policy: [B, W, A] the search's improved policy at each position.
+
+    Returns:
+      (policy [B, K+1, A], policy weight [B, K+1], value [B, K+1], value known [B, K+1],
+      reward [B, K], reward known [B, K]), K = unroll_steps; reward k is that of the move
+      made at unrolled position k. Values are `planning.n_step_values` over td_steps moves.
+      Past the first stored move that ended the game: after a termination the model is taught
+      an absorbing state (reward 0 and value 0, known; no policy); after a truncation (a time
+      limit, not the game's end) nothing is known.
+    """
+    k_steps = unroll_steps
+    b = reward.shape[0]
+    value, value_known = P.n_step_values(reward, discount, terminated, truncated, filled,
+                                         bootstrap, td_steps, k_steps + 1)
+    end = ((terminated | truncated) & filled)[:, :k_steps]
+    past = jnp.concatenate([jnp.zeros((b, 1), bool), jnp.cumsum(end, axis=1) > 0], 1)
+    first_end = jnp.argmax(end, axis=1)[:, None]
+    ended_by_term = jnp.take_along_axis(terminated[:, :k_steps], first_end, axis=1)
+    absorbing, cut, alive = past & ended_by_term, past & ~ended_by_term, ~past
+    stored = filled[:, :k_steps + 1]
+    value = jnp.where(alive, value, 0.0)
+    value_known = jnp.where(absorbing, True, value_known & ~cut)
+    step_reward = jnp.where(alive[:, :k_steps], reward[:, :k_steps], 0.0)
+    reward_known = jnp.where(absorbing[:, :k_steps], True, stored[:, :k_steps] & ~cut[:, :k_steps])
+    return (policy[:, :k_steps + 1], alive & stored, jax.lax.stop_gradient(value), value_known,
+            step_reward, reward_known)
+
+
 def make(config: Config, env, env_params):
     """Builds MuZero's pure functions for `env` (discrete actions).
 
@@ -187,20 +224,8 @@ def make(config: Config, env, env_params):
                                  represent(target_params, boot_obs.reshape(b * m, *obs.shape[2:])))
         boot = C.logits_to_scalar(boot_logits, support).reshape(b, m)
         boot = jnp.concatenate([jnp.zeros((b, n_steps)), boot], axis=1)
-        value, value_known = P.n_step_values(reward, disc, term, trunc, w.filled, boot, n_steps,
-                                             k_steps + 1)
-        # alive[k]: no move before the k-th unrolled position ended its game.
-        ended = term | trunc
-        alive = jnp.concatenate(
-            [jnp.ones((b, 1), bool), jnp.cumprod(~ended[:, :k_steps], axis=1).astype(bool)], 1)
-        stored = w.filled[:, :k_steps + 1]
-        value = jnp.where(alive, value, 0.0)
-        value_known = jnp.where(alive, value_known, True)
-        step_reward = jnp.where(alive[:, :k_steps], reward[:, :k_steps], 0.0)
-        reward_known = jnp.where(alive[:, :k_steps], stored[:, :k_steps], True)
-        policy_weight = alive & stored
-        return (w.take(replay.policy)[:, :k_steps + 1], policy_weight, jax.lax.stop_gradient(value),
-                value_known, step_reward, reward_known)
+        return unroll_targets(reward, disc, term, trunc, w.filled, boot, w.take(replay.policy),
+                              k_steps, n_steps)
 
     def loss(params, target_params, replay: P.Trajectories, prepared, key, hparams):
         del prepared

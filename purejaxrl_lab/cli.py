@@ -42,8 +42,8 @@ usage: purejaxrl-lab train AGENT [--env ID] [--env-param NAME=VALUE ...] [--seed
        purejaxrl-lab sweep AGENT --grid NAME=V1,V2 [NAME=V1,V2 ...] [train's options]
        purejaxrl-lab plot DIR [DIR ...] [--out DIR] [--statistic iqm|mean|median]
                           [--metric NAME] [--smoothing K] [--mixed-envs]
-       purejaxrl-lab play RUN_DIR [--seed I] [--first human|agent] [--simulations N]
-       purejaxrl-lab render RUN_DIR [--out game.svg] [--seed I] [--simulations N]
+       purejaxrl-lab play RUN_DIR [--seed I] [--setting J] [--first human|agent] [--simulations N]
+       purejaxrl-lab render RUN_DIR [--out game.svg] [--seed I] [--setting J] [--simulations N]
        purejaxrl-lab list
        purejaxrl-lab train AGENT --help     (every option, with its meaning)
        purejaxrl-lab --version
@@ -560,6 +560,8 @@ def play(argv: list[str], command: str = "play", read=input) -> int:
         """Results directory of a run on a board game (saved results or checkpoints)."""
         seed: int = 0
         """Which of the run's seeds plays."""
+        setting: int | None = None
+        """For a sweep: the index of the setting that plays."""
         first: str = "human"
         """Who moves first: human or agent."""
         simulations: int | None = None
@@ -574,6 +576,8 @@ def play(argv: list[str], command: str = "play", read=input) -> int:
         needs cairosvg)."""
         seed: int = 0
         """Which of the run's seeds plays (and the start position's key)."""
+        setting: int | None = None
+        """For a sweep: the index of the setting that plays."""
         simulations: int | None = None
         """Search simulations per move (default: the run's eval_simulations)."""
 
@@ -589,13 +593,14 @@ def play(argv: list[str], command: str = "play", read=input) -> int:
                 from envs import unknown_name_error
 
                 raise UsageError(str(unknown_name_error("first", args.first, list(P.FIRST))))
-            opponent = P.load_opponent(args.run_dir, args.seed, args.simulations)
+            opponent = P.load_opponent(args.run_dir, args.seed, args.simulations,
+                                       setting=args.setting)
             result = P.play_game(opponent, args.first, args.seed, read=read)
             return 0 if result is not None else 1
         import envs
 
         opponent = P.load_opponent(args.run_dir, args.seed, args.simulations,
-                                   games=tuple(envs.board_games.GAMES))
+                                   games=tuple(envs.board_games.GAMES), setting=args.setting)
         print(f"wrote {P.render_game(opponent, args.out, args.seed)}")
         return 0
     except P.PlayError as e:

@@ -45,9 +45,10 @@ class Opponent:
 
 
 def load_opponent(run_dir: str | Path, seed: int = 0, simulations: int | None = None,
-                  games: tuple[str, ...] = PLAYABLE) -> Opponent:
-    """The greedy policy of seed `seed` of the run in `run_dir`, checked to be a board game's
-    (`games`). `simulations` replaces a search agent's `eval_simulations`."""
+                  games: tuple[str, ...] = PLAYABLE, setting: int | None = None) -> Opponent:
+    """The greedy policy of seed `seed` (and sweep setting index `setting`) of the run in
+    `run_dir`, checked to be a board game's (`games`). `simulations` replaces a search
+    agent's `eval_simulations`."""
     import envs
     from purejaxrl_lab.checkpoint import load_policy
 
@@ -58,7 +59,7 @@ def load_opponent(run_dir: str | Path, seed: int = 0, simulations: int | None = 
     if not path.is_dir():
         raise PlayError(f"run_dir={str(run_dir)!r} is not allowed: no such directory")
     try:
-        policy = load_policy(path, seed=seed)
+        policy = load_policy(path, seed=seed, setting=setting)
     except (FileNotFoundError, OSError, KeyError) as e:
         raise PlayError(f"run_dir={str(run_dir)!r} is not allowed: {e}") from None
     except ValueError as e:
@@ -77,7 +78,8 @@ def opponent_from_policy(policy, simulations: int | None = None) -> Opponent:
     if policy.env not in envs.board_games.GAMES:
         raise PlayError(f"policy: trained on {policy.env}, not on a board game "
                         f"({', '.join(envs.board_games.GAMES)})")
-    env, params = envs.make(policy.env)  # the two-player game
+    env, params = envs.make(policy.env)
+    params = params.replace(**_run_env_params(policy, params))  # the two-player game
     act = policy.act
     if simulations is not None:
         if not hasattr(policy.config, "eval_simulations"):
@@ -87,7 +89,7 @@ def opponent_from_policy(policy, simulations: int | None = None) -> Opponent:
 
         module = module_of(policy.agent)
         config = dataclasses.replace(policy.config, eval_simulations=simulations)
-        act = module.make(config, env, params.replace(**_run_env_params(policy, params))).act
+        act = module.make(config, env, params).act
     jitted = jax.jit(lambda state, key: act(policy.params, state if policy.act_input == "env_state"
                                             else state.observation, key, True))
     key = jax.random.key(policy.seed)
@@ -99,8 +101,9 @@ def opponent_from_policy(policy, simulations: int | None = None) -> Opponent:
 
 
 def _run_env_params(policy, params) -> dict:
-    """The run's recorded environment parameters that the two-player game has."""
-    return {k: v for k, v in policy.env_params.items() if hasattr(params, k)}
+    """The run's recorded environment parameters of the two-player game (not its opponent's)."""
+    opponent = ("opponent", "opponent_simulations", "agent_first")
+    return {k: v for k, v in policy.env_params.items() if hasattr(params, k) and k not in opponent}
 
 
 # ------------------------------------------------------------------------------ the board
@@ -221,6 +224,10 @@ def play_game(opponent: Opponent, first: str = "human", seed: int = 0,
         _, state, _, terminated, truncated, info = step(state, jnp.int32(action))
         if bool(terminated) or bool(truncated):
             print(board_text(env_id, state, first_player), file=out)
+            if not bool(terminated):
+                print(f"the game was cut after {int(state.time)} moves (max_steps_in_episode)",
+                      file=out)
+                return 0.0
             result = float(info["rewards"][human])
             print({1.0: "you win", 0.0: "a draw", -1.0: "the agent wins"}.get(
                 result, f"result {result:+g} for you"), file=out)
@@ -260,8 +267,10 @@ def render_game(opponent: Opponent, out: str | Path, seed: int = 0,
     if out.suffix.lower() == ".svg":
         pgx.save_svg_animation(games, out, frame_duration_seconds=frame_seconds)
     else:
-        svg = out.with_suffix(".svg")
-        pgx.save_svg(games[-1], svg)
-        cairosvg.svg2png(url=str(svg), write_to=str(out))
-        svg.unlink()
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            svg = Path(tmp) / "position.svg"
+            pgx.save_svg(games[-1], svg)
+            cairosvg.svg2png(url=str(svg), write_to=str(out))
     return out

@@ -75,6 +75,41 @@ def test_n_step_values_known_values():
     np.testing.assert_array_equal(known[0], [False, False, True])  # cut at move 1
 
 
+def test_unroll_targets_past_the_end_of_a_game():
+    # K = 3 unrolled moves, n = 1, gamma 1, bootstrap values 10 + j. Window of 5 moves with
+    # rewards 1..5. (a) The game terminates at move 1: position 0's value 1 + v_1 = 12 and
+    # reward 1; position 1's value 2 (the ending move); positions 2, 3 are absorbing: value 0
+    # and reward 0, known, without a policy target.
+    boot = 10.0 + jnp.arange(5.0)[None]
+    policy = jnp.ones((1, 5, 2)) / 2
+    r, d, term, trunc, filled = _window([1, 2, 3, 4, 5], [1, 0, 1, 1, 1], [0, 1, 0, 0, 0])
+    pol, pol_w, value, value_k, reward, reward_k = mz.unroll_targets(
+        r, d, term, trunc, filled, boot, policy, 3, 1)
+    assert pol.shape == (1, 4, 2)
+    np.testing.assert_allclose(value[0], [12.0, 2.0, 0.0, 0.0])
+    np.testing.assert_allclose(reward[0], [1.0, 2.0, 0.0])
+    np.testing.assert_array_equal(pol_w[0], [True, True, False, False])
+    assert value_k.all() and reward_k.all()
+    # (b) Truncated at move 1 instead: positions 2, 3 are unknown (not absorbing), and so is
+    # position 1's value (its game was cut); its reward is known.
+    r, d, term, trunc, filled = _window([1, 2, 3, 4, 5], [1, 0, 1, 1, 1], [0] * 5,
+                                        [0, 1, 0, 0, 0])
+    _, pol_w, _, value_k, _, reward_k = mz.unroll_targets(r, d, term, trunc, filled, boot,
+                                                          policy, 3, 1)
+    np.testing.assert_array_equal(value_k[0], [True, False, False, False])
+    np.testing.assert_array_equal(reward_k[0], [True, True, False])
+    np.testing.assert_array_equal(pol_w[0], [True, True, False, False])
+    # (c) Moves past the newest stored one (here from move 2) are unknown whatever their
+    # (stale) flags say: a stored termination in an unfilled slot does not end the game.
+    r, d, term, trunc, filled = _window([1, 2, 3, 4, 5], [1, 1, 0, 1, 1], [0, 0, 1, 0, 0],
+                                        filled=[1, 1, 0, 0, 0])
+    _, pol_w, _, value_k, _, reward_k = mz.unroll_targets(r, d, term, trunc, filled, boot,
+                                                          policy, 3, 1)
+    np.testing.assert_array_equal(value_k[0], [True, False, False, False])
+    np.testing.assert_array_equal(reward_k[0], [True, True, False])
+    np.testing.assert_array_equal(pol_w[0], [True, True, False, False])
+
+
 def test_outcome_values_over_the_replay_ring():
     # One game slot, a ring of 4 moves; 6 single-player moves (gamma 1) written, so moves 2..5
     # remain, stored in slots 2, 3, 0, 1. Rewards 0, 0, 1, 0, 0, 2; episodes end at moves 2

@@ -49,7 +49,8 @@ def check_deterministic_step(env, env_params, agent_name: str, games: int = 16,
                              moves: int = 12) -> None:
     """Refuses an environment whose step is random (it cannot be the search's model): from the
     states of `games` random games over `moves` moves, two steps with different keys must give
-    the same observation, reward and ending. Runs eagerly (before the agent compiles)."""
+    the same observation, next state, reward and ending. Runs eagerly (before the agent
+    compiles); the answer is remembered per environment and parameters."""
     from envs import transition
 
     cache_key = (type(env), env.name, repr(env_params))
@@ -69,6 +70,11 @@ def check_deterministic_step(env, env_params, agent_name: str, games: int = 16,
 _DETERMINISTIC: dict = {}
 
 
+def _data(x: jax.Array) -> jax.Array:
+    """An array comparable with ==: a typed PRNG key's data, else the array."""
+    return jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+
+
 def _probe(env, env_params, num_actions, games, moves, transition, agent_name) -> bool:
     def probe(key):
         key_reset, key_moves = jax.random.split(key)
@@ -79,8 +85,8 @@ def _probe(env, env_params, num_actions, games, moves, transition, agent_name) -
             action = jax.random.randint(key_action, (), 0, num_actions)
             a = transition(env, key_a, state, action, env_params)
             b = transition(env, key_b, state, action, env_params)
-            same = jax.tree.map(lambda x, y: jnp.all(x == y), (a[0], a[2], a[3]),
-                                (b[0], b[2], b[3]))
+            same = jax.tree.map(lambda x, y: jnp.all(_data(x) == _data(y)),
+                                (a[0], a[1], a[2], a[3]), (b[0], b[1], b[2], b[3]))
             _, state, _, _, _, _ = env.step(key_on, state, action, env_params)
             return state, jnp.all(jnp.stack(jax.tree.leaves(same)))
 
