@@ -196,3 +196,23 @@ def test_learns_catch():
     after = float(evaluate(final.params))
     assert after >= 0.9 and after > before + 0.8, (before, after)
     assert metrics["reward_loss"][-1] < 0.5 * metrics["reward_loss"][0]
+
+
+def test_lab_evaluates_and_load_policy_serves_it(tmp_path):
+    # Through the lab: evaluations between chunks (greedy search from environment states),
+    # saved results, and `load_policy` acting as the trained state's params do.
+    results = lab.run("muzero", SMALL, "Catch-bsuite", seeds=2, num_chunks=3, eval_every=1,
+                      eval_episodes=4, progress=False)
+    ev = np.asarray(results.metrics["eval_return"])
+    assert ev.shape == (2, 3) and set(np.unique(ev * 4)) <= set(range(-4, 5))
+    results.save(tmp_path / "run")
+    policy = lab.load_policy(tmp_path / "run", seed=1)
+    assert policy.act_input == "env_state" and policy.config == SMALL
+    env, params = CATCH
+    _, states = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(jax.random.key(0), 5),
+                                                        params)
+    agent = mz.make(SMALL, env, params)
+    trained = jax.tree.map(lambda x: x[1], results.final_state.params)
+    np.testing.assert_array_equal(policy(states),
+                                  agent.act(trained, states, jax.random.key(0), True))
+    assert lab.evaluate(policy, episodes=4).returns.shape == (4,)
