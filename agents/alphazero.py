@@ -65,7 +65,8 @@ class Config(P.SearchConfig):
 PRESETS: dict[str, Config] = {
     # TicTacToe-v0 by self-play: 3e5 moves, 32 gradient steps per iteration, the most recent
     # 65,536 moves (about 3 minutes for 2 seeds on 2 CPU cores; benchmarks/README.md).
-    "tictactoe": Config(total_timesteps=300_000, buffer_size=65_536, random_opening_moves=2),
+    "tictactoe": Config(total_timesteps=300_000, buffer_size=65_536, random_opening_moves=2,
+                        random_move_probability=0.1),
     # ConnectFour-v0 by self-play (a 3x3 conv torso on the 6x7x2 board): 8e6 moves, about
     # 40 minutes for one seed on 2 CPU cores.
     "connectfour": Config(total_timesteps=8_000_000, num_envs=128, num_steps=16,

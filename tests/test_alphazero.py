@@ -32,6 +32,18 @@ def test_seed_i_of_a_batch_equals_the_single_run():
     assert np.all(batched["known_targets"] <= 1.0) and batched["known_targets"].max() > 0
 
 
+def test_random_self_play_moves_are_legal():
+    # Every self-play move random (and the first two of each game by the opening rule): each
+    # stored move is an empty cell of its position (TicTacToe's planes: the movers' marks).
+    config = dataclasses.replace(SMALL, random_opening_moves=2, random_move_probability=1.0)
+    final, metrics = jax.jit(az.make_train(config, *TTT))(jax.random.key(0))
+    replay, size = final.replay, int(final.replay.size)  # 3 iterations x 4 moves stored
+    occupied = np.asarray(replay.obs[:size]).sum(-1).reshape(size, SMALL.num_envs, 9)
+    taken = np.take_along_axis(occupied, np.asarray(replay.action[:size])[..., None], -1)
+    assert size == 12 and np.all(taken == 0)
+    assert np.nansum(metrics["episodes"]) > 0
+
+
 def test_act_takes_environment_states_and_plays_legal_moves():
     env, params = envs.make("TicTacToe-v0", opponent="random", agent_first=0)
     agent = az.make(SMALL, env, params)
@@ -59,6 +71,9 @@ def test_bad_input_is_refused_before_compilation():
         az.Config(buffer_size=100)
     with pytest.raises(ValueError, match="num_simulations=0 is not allowed"):
         az.Config(num_simulations=0)
+    with pytest.raises(ValueError, match=r"random_move_probability=1.5 is not allowed: expected a "
+                                         r"finite number in \[0.0, 1.0\]"):
+        az.Config(random_move_probability=1.5)
     with pytest.raises(ValueError, match="agents for continuous actions"):
         lab.run("alphazero", None, "Pendulum-v1")
 

@@ -81,6 +81,10 @@ class SearchConfig(EnvStepsConfig):
     """The first this many moves of each self-play game are uniformly random legal moves (their
     positions keep the search's policy target): diverse openings for a board game, whose
     self-play otherwise repeats a few."""
+    random_move_probability: float = 0.0
+    """Each later self-play move is a uniformly random legal move with this probability:
+    value targets then reflect play against an opponent that errs, and search prefers the
+    lines that give it chances to."""
     hidden_sizes: tuple[int, ...] = (128, 128)
     """Hidden layer widths (after a 3x3 conv layer on image observations)."""
     activation: str = "relu"
@@ -111,6 +115,7 @@ class SearchConfig(EnvStepsConfig):
                 or self.random_opening_moves < 0):
             raise invalid("random_opening_moves", self.random_opening_moves,
                           "expected an integer >= 0")
+        check_real(self, "random_move_probability", 0.0, 1.0)
         check_sizes(self, "hidden_sizes")
         check_choice(self, "activation", ACTIVATIONS)
 
@@ -347,10 +352,13 @@ def make_search_agent(config: SearchConfig, env, env_params, model: SearchModel,
             obs, out = search(state.params.network, key_search, env_state,
                               config.num_simulations, 1.0)
             action = out.action
-            if config.random_opening_moves:
+            if config.random_opening_moves or config.random_move_probability:
+                key_coin = jax.random.fold_in(key_open, 1)
                 legal = S.legal_action_mask(env_state, n, num_actions)
-                opening = jax.random.categorical(key_open, jnp.where(legal, 0.0, S.MASKED))
-                action = jnp.where(ep["length"] < config.random_opening_moves, opening, action)
+                random_move = jax.random.categorical(key_open, jnp.where(legal, 0.0, S.MASKED))
+                explore = (ep["length"] < config.random_opening_moves) | (
+                    jax.random.uniform(key_coin, (n,)) < config.random_move_probability)
+                action = jnp.where(explore, random_move, action)
             mover = first_mover(env_state, n)
             _, env_state, reward, term, trunc, _ = jax.vmap(
                 env.step, in_axes=(0, 0, 0, None))(jax.random.split(key_step, n), env_state,
