@@ -64,7 +64,8 @@ class Config(P.SearchConfig):
 
 PRESETS: dict[str, Config] = {
     # TicTacToe-v0 by self-play: 3e5 moves, 32 gradient steps per iteration, the most recent
-    # 65,536 moves (about 3 minutes for 2 seeds on 2 CPU cores; benchmarks/README.md).
+    # 65,536 moves, two random opening moves and a random move with probability 0.1 after
+    # them (about 2.5 minutes for 2 seeds on 2 CPU cores; benchmarks/README.md).
     "tictactoe": Config(total_timesteps=300_000, buffer_size=65_536, random_opening_moves=2,
                         random_move_probability=0.1),
     # ConnectFour-v0 by self-play (a 3x3 conv torso on the 6x7x2 board): 8e6 moves, about
