@@ -131,7 +131,6 @@ def make(config: Config, env, env_params):
     obs_ndim = len(env.observation_space(env_params).shape)
     network = PolicyValueNetwork(num_actions, config.hidden_sizes, config.activation, obs_ndim)
     play_params = P.self_play_params(env_params)
-    _, abstract_state = jax.eval_shape(env.reset, jax.random.key(0), play_params)
 
     def predict(net_params, obs):
         return network.apply(net_params, obs)
@@ -144,7 +143,7 @@ def make(config: Config, env, env_params):
         init=network.init,
         root=root,
         recurrent_fn=S.true_model(env, play_params, predict, num_actions,
-                                  S.is_two_player(abstract_state), config.gamma),
+                                  P.is_two_player_game(env, env_params), config.gamma),
         loss=loss_fn(predict, config.batch_size),
         prepare=P.outcome_values)
     return P.make_search_agent(config, env, env_params, model, HParams.from_config)

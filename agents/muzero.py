@@ -46,7 +46,6 @@ from agents.common import MuZeroNetwork, Score, check_positive_int, check_real, 
 from agents.common import categorical as C
 from agents.common import hparams_from_config, train_loop
 from agents.common import planning as P
-from agents.common import search as S
 from agents.common.planning import Params, State  # noqa: F401  (the agent's state types)
 
 SCORE = Score(metric="episode_return", higher_is_better=True, weight="episodes", label="return")
@@ -180,9 +179,7 @@ def make(config: Config, env, env_params):
     obs_ndim = len(env.observation_space(env_params).shape)
     network = MuZeroNetwork(num_actions, config.hidden_sizes, config.activation, obs_ndim,
                             config.embedding_size, config.support_size)
-    _, abstract_state = jax.eval_shape(env.reset, jax.random.key(0), P.self_play_params(env_params))
-    two_player = S.is_two_player(abstract_state)
-    discount = -1.0 if two_player else config.gamma
+    discount = -1.0 if P.is_two_player_game(env, env_params) else config.gamma
     support = config.support_size
     k_steps, n_steps = config.unroll_steps, config.td_steps
 

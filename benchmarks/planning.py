@@ -90,8 +90,7 @@ def catch(seeds: int) -> None:
         results = lab.run(name, config, "Catch-bsuite", seeds=seeds, num_chunks=10, eval_every=1,
                           eval_episodes=20, progress=False)
         ev = np.asarray(results.metrics["eval_return"])  # [seed, evaluation]
-        steps = np.asarray(results.eval_env_steps) if hasattr(results, "eval_env_steps") else (
-            np.arange(1, ev.shape[1] + 1) * config.total_timesteps / ev.shape[1])
+        steps = results.eval_units  # env steps per seed at each evaluation
         reach = []
         for row in ev:
             ok = row >= 0.9

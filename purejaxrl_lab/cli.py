@@ -555,31 +555,26 @@ def play(argv: list[str], command: str = "play", read=input) -> int:
     import tyro
 
     @dataclasses.dataclass(frozen=True)
-    class PlayArgs:
+    class GameArgs:
         run_dir: typing.Annotated[str, tyro.conf.Positional]
         """Results directory of a run on a board game (saved results or checkpoints)."""
-        seed: int = 0
-        """Which of the run's seeds plays."""
-        setting: int | None = None
-        """For a sweep: the index of the setting that plays."""
-        first: str = "human"
-        """Who moves first: human or agent."""
-        simulations: int | None = None
-        """Search simulations per agent move (default: the run's eval_simulations)."""
-
-    @dataclasses.dataclass(frozen=True)
-    class RenderArgs:
-        run_dir: typing.Annotated[str, tyro.conf.Positional]
-        """Results directory of a run on a board game (saved results or checkpoints)."""
-        out: str = "game.svg"
-        """The file written: .svg (the whole game, animated) or .png (the final position;
-        needs cairosvg)."""
         seed: int = 0
         """Which of the run's seeds plays (and the start position's key)."""
         setting: int | None = None
         """For a sweep: the index of the setting that plays."""
         simulations: int | None = None
-        """Search simulations per move (default: the run's eval_simulations)."""
+        """Search simulations per agent move (default: the run's eval_simulations)."""
+
+    @dataclasses.dataclass(frozen=True)
+    class PlayArgs(GameArgs):
+        first: str = "human"
+        """Who moves first: human or agent."""
+
+    @dataclasses.dataclass(frozen=True)
+    class RenderArgs(GameArgs):
+        out: str = "game.svg"
+        """The file written: .svg (the whole game, animated) or .png (the final position;
+        needs cairosvg)."""
 
     args = _tyro(PlayArgs if command == "play" else RenderArgs, argv,
                  prog=f"purejaxrl-lab {command}")

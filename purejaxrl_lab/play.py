@@ -27,6 +27,8 @@ import numpy as np
 PLAYABLE = ("TicTacToe-v0", "ConnectFour-v0", "Othello-v0", "Go9x9-v0")
 """Board games with a text board (`play`); `render` works for every pgx game."""
 FIRST = ("human", "agent")
+COLUMNS = "abcdefghjklmnopqrst"
+"""Column letters of the Othello and Go boards (Go's convention: no "i")."""
 
 
 class PlayError(ValueError):
@@ -116,7 +118,7 @@ def move_name(env_id: str, action: int, num_actions: int, width: int) -> str:
     if action == num_actions - 1:
         return "pass"
     row, col = divmod(action, width)
-    return f"{'abcdefghjklmnopqrst'[col]}{row + 1}"
+    return f"{COLUMNS[col]}{row + 1}"
 
 
 def parse_move(env_id: str, text: str, num_actions: int, width: int) -> int | None:
@@ -151,8 +153,7 @@ def board_text(env_id: str, state, first_player: int) -> str:
         return "\n".join([" ".join(str(c) for c in range(width)), *rows])
     if env_id == "TicTacToe-v0":
         return "\n".join(rows)
-    letters = "abcdefghjklmnopqrst"[:width]
-    return "\n".join(["   " + " ".join(letters)]
+    return "\n".join(["   " + " ".join(COLUMNS[:width])]
                      + [f"{r + 1:>2} {row}" for r, row in enumerate(rows)])
 
 

@@ -137,6 +137,16 @@ def self_play_params(env_params):
     return env_params.replace(opponent=None) if hasattr(env_params, "opponent") else env_params
 
 
+def abstract_self_play_state(env, env_params):
+    """The shapes of one environment state of self-play (`jax.eval_shape`, nothing runs)."""
+    return jax.eval_shape(env.reset, jax.random.key(0), self_play_params(env_params))[1]
+
+
+def is_two_player_game(env, env_params) -> bool:
+    """Whether self-play on `env` is a two-player game (its state names the player to move)."""
+    return S.is_two_player(abstract_self_play_state(env, env_params))
+
+
 # ------------------------------------------------------------------------------- the replay
 
 
@@ -313,7 +323,7 @@ def make_search_agent(config: SearchConfig, env, env_params, model: SearchModel,
     obs_shape = tuple(env.observation_space(env_params).shape)
     play_params = self_play_params(env_params)
     optimizer = make_optimizer()
-    _, abstract_state = jax.eval_shape(env.reset, jax.random.key(0), play_params)
+    abstract_state = abstract_self_play_state(env, env_params)
     two_player = S.is_two_player(abstract_state)
 
     def observe(env_state):
