@@ -12,7 +12,10 @@ from envs.utils import unknown_name_error
 
 _AGENTS: dict[str, str] = {"alphazero": "agents.alphazero", "dqn": "agents.dqn",
                            "muzero": "agents.muzero",
-                           "ppo": "agents.ppo", "pqn": "agents.pqn", "sac": "agents.sac"}
+                           "ppo": "agents.ppo", "pqn": "agents.pqn", "sac": "agents.sac",
+                           "grpo": "agents.grpo", "reinforce": "agents.reinforce",
+                           "sft": "agents.sft", "dpo": "agents.dpo",
+                           "reward_model": "agents.reward_model", "ppo_rlhf": "agents.ppo_rlhf"}
 
 
 def available() -> list[str]:

@@ -96,3 +96,13 @@ def _register_board_games() -> None:
 
 
 _register_board_games()
+
+
+def _register_token_tasks() -> None:
+    from envs import token_tasks
+
+    for env_id, cls in token_tasks.TASK_CLASSES.items():
+        register(env_id, cls)
+
+
+_register_token_tasks()

@@ -249,7 +249,7 @@ class Policy:
         return self.act(self.params, x, key, deterministic, carry)
 
 
-def _run_record(directory: Path) -> tuple[dict[str, Any], str]:
+def run_record(directory: Path) -> tuple[dict[str, Any], str]:
     """What identifies the run saved in `directory`: (record, "results" or "checkpoint").
     Finished results (summary.json with params.npz) are preferred to checkpoints."""
     if (directory / "summary.json").is_file() and (directory / "params.npz").is_file():
@@ -290,7 +290,7 @@ def load_policy(directory: str | Path, seed: int = 0, setting: int | None = None
     from purejaxrl_lab.plan import module_of
 
     directory = Path(directory)
-    record, source = _run_record(directory)
+    record, source = run_record(directory)
     if seed not in record["seeds"]:
         raise ValueError(f"seed={seed!r} is not allowed: the run's seeds are {record['seeds']}")
     settings = record["settings"] or [{}]

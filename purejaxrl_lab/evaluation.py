@@ -41,6 +41,13 @@ def max_steps(env_params):
     return getattr(env_params, "max_steps_in_episode", DEFAULT_MAX_STEPS)
 
 
+def evaluation_params(env, env_params):
+    """The parameters evaluations run with: the environment's `evaluation_params(params)`
+    where it has one (a task's held-out prompts), else `env_params`."""
+    held_out = getattr(env, "evaluation_params", None)
+    return held_out(env_params) if callable(held_out) else env_params
+
+
 def run_episodes(key: jax.Array, act: Callable, params: Any, env, env_params, num_episodes: int,
              act_input: str = "observation", deterministic: bool = True,
              limit: int | None = None, init_carry: Callable | None = None) -> Episodes:
@@ -151,6 +158,7 @@ def evaluate(policy, env: Any = None, episodes: int = 100, seed: int = 0, policy
         from purejaxrl_lab.grid import split
 
         env_params = env_params.replace(**{**policy.env_params, **split(policy.setting)[1]})
+    env_params = evaluation_params(env_obj, env_params)
     run = jax.jit(lambda key, params: run_episodes(key, policy.act, params, env_obj, env_params,
                                                    episodes, policy.act_input, deterministic,
                                                    init_carry=policy.init_carry))

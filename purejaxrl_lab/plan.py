@@ -160,6 +160,7 @@ class Plan:
     checkpoint_dir: Path | None = None
     checkpoint_every: int = 5
     resume_step: int | None = None  # the checkpoint to continue from
+    loaded: dict | None = None  # config field -> the Policy of the saved run it names (LOADS)
 
     @property
     def num_settings(self) -> int:
@@ -205,7 +206,8 @@ class Plan:
         """The agent of one run (its environment parameters set by `setting`)."""
         if not grid_lib.split(setting)[1]:
             return self.agent
-        return self.module.make(self.config, self.env, self.env_params_for(setting))
+        return make_agent(self.module, self.config, self.env, self.env_params_for(setting),
+                          self.loaded)
 
     def init_one(self, key_data: jax.Array, setting: Mapping[str, jax.Array]):
         hparams = grid_lib.split(setting)[0]
@@ -226,6 +228,32 @@ class Plan:
 
 
 # --------------------------------------------------------------------------- checks
+
+
+def load_runs(module: ModuleType, config) -> dict | None:
+    """The saved runs the config names in the fields the module lists in `LOADS` (e.g. a
+    sequence agent's `init_from`): field -> `Policy` of seed `<field>_seed` (when the config
+    has it) or of the run's first seed. None when it names none."""
+    loaded = {}
+    for field in getattr(module, "LOADS", ()):
+        path = getattr(config, field, "")
+        if not path:
+            continue
+        try:
+            seed = getattr(config, f"{field}_seed", None)
+            if seed is None:
+                seed = ckpt.run_record(Path(path))[0]["seeds"][0]
+            loaded[field] = ckpt.load_policy(path, seed=seed)
+        except (OSError, ValueError, KeyError) as e:
+            raise ValueError(f"{field}={path!r} is not allowed: {e}") from None
+    return loaded or None
+
+
+def make_agent(module: ModuleType, config, env_obj, env_params, loaded: dict | None = None):
+    """`module.make`, passing the loaded runs (`load_runs`) to an agent that takes them."""
+    if loaded:
+        return module.make(config, env_obj, env_params, loaded=loaded)
+    return module.make(config, env_obj, env_params)
 
 
 def _check_env_sweep(plan: Plan) -> None:
@@ -400,7 +428,8 @@ def prepare(agent: str | ModuleType, config: Any = None, env: Any = "CartPole-v1
     eval_every = (max(1, round(total / EVALUATIONS_PER_RUN)) if eval_every is None
                   else _positive_int("eval_every", eval_every, allow_zero=True))
     _check_action_space(name, module, env_id, env_obj, env_params)
-    built = module.make(config, env_obj, env_params)  # validates the config against the env
+    loaded = load_runs(module, config)
+    built = make_agent(module, config, env_obj, env_params, loaded)  # checks config against env
     abstract = jax.eval_shape(built.init, jax.random.key(0))  # traces only
     _check_state(module, config, abstract)
     tunable = tunables(abstract)
@@ -414,7 +443,8 @@ def prepare(agent: str | ModuleType, config: Any = None, env: Any = "CartPole-v1
     check_memory(abstract, batch, device_list)
     plan = Plan(name, module, config, env_id, env_obj, env_params, seed_list, swept, swept_dtypes,
                 num_chunks, device_list, built,
-                eval_every=eval_every, eval_episodes=eval_episodes, checkpoint_every=checkpoint_every)
+                eval_every=eval_every, eval_episodes=eval_episodes, checkpoint_every=checkpoint_every,
+                loaded=loaded)
     _check_env_sweep(plan)
     if resumed is not None:
         directory, step, meta = resumed

@@ -67,8 +67,8 @@ def evaluate_fn(plan: Plan):
     def evaluate(params, key_data, setting, iterations_done):
         key = evaluation.eval_key(jax.random.wrap_key_data(key_data), iterations_done)
         agent = plan.make_agent(setting)
-        out = evaluation.run_episodes(key, agent.act, params, plan.env,
-                                      plan.env_params_for(setting), plan.eval_episodes,
+        env_params = evaluation.evaluation_params(plan.env, plan.env_params_for(setting))
+        out = evaluation.run_episodes(key, agent.act, params, plan.env, env_params, plan.eval_episodes,
                                       plan.module.ACT_INPUT, init_carry=agent.init_carry)
         return {evaluation.EVAL_RETURN: out.returns.mean(), evaluation.EVAL_LENGTH: out.lengths.mean()}
 
