@@ -32,6 +32,7 @@ from agents.common.sequence_losses import DPO_LOSS_TYPES, dpo_loss
 from agents.common.types import Agent, train_loop
 
 SCORE, NAN_METRICS, ACT_INPUT, LOADS = S.SCORE, S.NAN_METRICS, S.ACT_INPUT, S.LOADS
+ACTION_SPACES = S.ACTION_SPACES
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,6 +37,7 @@ from agents.common.returns import gae
 from agents.common.types import Agent, train_loop
 
 SCORE, NAN_METRICS, ACT_INPUT = S.SCORE, S.NAN_METRICS, S.ACT_INPUT
+ACTION_SPACES = S.ACTION_SPACES
 LOADS = ("init_from", "reward_from")
 """The runs the lab loads: the start (SFT) and the reward model."""
 

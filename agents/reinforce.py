@@ -31,6 +31,7 @@ from agents.common.sequence_losses import k3_kl
 from agents.common.types import Agent, train_loop
 
 SCORE, NAN_METRICS, ACT_INPUT, LOADS = S.SCORE, S.NAN_METRICS, S.ACT_INPUT, S.LOADS
+ACTION_SPACES = S.ACTION_SPACES
 BASELINES = ("leave_one_out", "moving_average")
 
 

@@ -36,6 +36,7 @@ from agents.common.types import Agent, train_loop
 SCORE = Score(metric="pairwise_accuracy", higher_is_better=True, label="pairwise accuracy")
 """The fraction of held-out preference pairs the model ranks as the hidden scorer does."""
 NAN_METRICS, ACT_INPUT, LOADS = S.NAN_METRICS, S.ACT_INPUT, S.LOADS
+ACTION_SPACES = S.ACTION_SPACES
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,6 +30,7 @@ from agents.common.types import Agent, train_loop
 from envs import token_tasks
 
 SCORE, NAN_METRICS, ACT_INPUT, LOADS = S.SCORE, S.NAN_METRICS, S.ACT_INPUT, S.LOADS
+ACTION_SPACES = S.ACTION_SPACES
 
 
 @dataclasses.dataclass(frozen=True)

@@ -234,6 +234,23 @@ class TokenTask(environment.Environment):
         target = jnp.where(positions < length, padded, jnp.where(positions == length, EOS, PAD))
         return self.encode_prompt(digits, params), target.astype(jnp.int32)
 
+    def parse_prompt(self, text: str, params: TaskParams) -> tuple[np.ndarray, np.ndarray]:
+        """(prompt [prompt_length], target [completion_length]) of a prompt typed as text:
+        Addition "12+34=" (the "=" optional, operands of up to `digits` digits), Sort and
+        Reverse the list's digits ("31412", or the prompt as shown, "S31412="). Raises a
+        ValueError saying what is expected."""
+        digits = self.parse_digits(text.strip().removesuffix("="), params)
+        prompt, target = self.encode_prompt(jnp.asarray(digits), params), None
+        answer, length = self.answer_digits(jnp.asarray(digits), params)
+        c = self.completion_length(params)
+        target = np.full(c, PAD, np.int32)
+        target[: int(length)] = np.asarray(answer)[: int(length)] + DIGIT0
+        target[int(length)] = EOS
+        return np.asarray(prompt), target
+
+    def parse_digits(self, text: str, params: TaskParams) -> list[int]:
+        raise NotImplementedError
+
     def sample_prompts(self, key: jax.Array, params: TaskParams, batch_size: int) -> Prompts:
         """A batch of prompts of `params.split` with their targets."""
         prompts, targets = jax.vmap(self.sample_prompt, in_axes=(0, None))(
@@ -347,6 +364,15 @@ class Addition(TokenTask):
         return jnp.concatenate([jnp.array([BOS]), a, jnp.array([PLUS]), b,
                                 jnp.array([EQUALS])]).astype(jnp.int32)
 
+    def parse_digits(self, text, params):
+        a, plus, b = text.partition("+")
+        limit = 10 ** params.digits
+        if not (plus and a.isdigit() and b.isdigit() and int(a) < limit and int(b) < limit):
+            raise ValueError(f"prompt {text!r} is not allowed: expected A+B= with A and B of up "
+                             f"to {params.digits} digits, e.g. {'1' * params.digits}+{'2' * params.digits}=")
+        width = params.digits
+        return [int(c) for c in f"{int(a):0{width}d}{int(b):0{width}d}"]
+
     def answer_digits(self, digits, params):
         size, n = params.digits, params.digits + 1
         powers = 10 ** jnp.arange(size - 1, -1, -1, dtype=jnp.int32)
@@ -363,6 +389,7 @@ class Sort(TokenTask):
     """A list of `length` digits: answer it sorted in ascending order."""
 
     env_id, size_name, params_class, max_size = "Sort-v0", "length", ListParams, 8
+    operator = SORT
 
     def prompt_length(self, params):
         return params.length + 3  # BOS S digits =
@@ -371,8 +398,15 @@ class Sort(TokenTask):
         return size
 
     def encode_prompt(self, digits, params):
-        return jnp.concatenate([jnp.array([BOS, SORT]), digits + DIGIT0,
+        return jnp.concatenate([jnp.array([BOS, self.operator]), digits + DIGIT0,
                                 jnp.array([EQUALS])]).astype(jnp.int32)
+
+    def parse_digits(self, text, params):
+        text = text.removeprefix(VOCAB[self.operator])
+        if not (text.isdigit() and len(text) == params.length):
+            raise ValueError(f"prompt {text!r} is not allowed: expected {params.length} digits, "
+                             f"e.g. {'31415926'[: params.length]}")
+        return [int(c) for c in text]
 
     def answer_digits(self, digits, params):
         return jnp.sort(digits), jnp.int32(params.length)
@@ -381,11 +415,7 @@ class Sort(TokenTask):
 class Reverse(Sort):
     """A list of `length` digits: answer it reversed."""
 
-    env_id = "Reverse-v0"
-
-    def encode_prompt(self, digits, params):
-        return jnp.concatenate([jnp.array([BOS, REVERSE]), digits + DIGIT0,
-                                jnp.array([EQUALS])]).astype(jnp.int32)
+    env_id, operator = "Reverse-v0", REVERSE
 
     def answer_digits(self, digits, params):
         return digits[::-1], jnp.int32(params.length)

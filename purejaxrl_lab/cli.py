@@ -5,6 +5,7 @@
     purejaxrl-lab plot DIR [DIR ...]
     purejaxrl-lab play RUN_DIR [--seed I] [--first human|agent] [--simulations N]
     purejaxrl-lab render RUN_DIR --out game.svg
+    purejaxrl-lab sample RUN_DIR --prompt "12+34=" [--num N] [--temperature T]
     purejaxrl-lab list
 
 Options are parsed by tyro from the agent's own Config dataclass (its field docstrings are
@@ -34,6 +35,7 @@ commands:
   plot DIR...   learning curves and final-score intervals of saved runs and sweeps, compared
   play RUN      play a board game against a trained agent in the terminal
   render RUN    write the agent's self-play game of a board game as an (animated) SVG
+  sample RUN    completions of a trained sequence model for a prompt, with their rewards
   list          the agents (unit, score, presets) and environments (discrete or continuous)
 
 usage: purejaxrl-lab train AGENT [--env ID] [--env-param NAME=VALUE ...] [--seeds N]
@@ -44,6 +46,7 @@ usage: purejaxrl-lab train AGENT [--env ID] [--env-param NAME=VALUE ...] [--seed
                           [--metric NAME] [--smoothing K] [--mixed-envs]
        purejaxrl-lab play RUN_DIR [--seed I] [--setting J] [--first human|agent] [--simulations N]
        purejaxrl-lab render RUN_DIR [--out game.svg] [--seed I] [--setting J] [--simulations N]
+       purejaxrl-lab sample RUN_DIR --prompt TEXT [--num N] [--temperature T] [--seed I]
        purejaxrl-lab list
        purejaxrl-lab train AGENT --help     (every option, with its meaning)
        purejaxrl-lab --version
@@ -51,7 +54,7 @@ usage: purejaxrl-lab train AGENT [--env ID] [--env-param NAME=VALUE ...] [--seed
 AGENT is a registered name (`purejaxrl-lab list`) or an importable module path
 (my_package.my_agent) following the agent contract (agents.common.contract)."""
 
-COMMANDS = ["train", "sweep", "plot", "play", "render", "list"]
+COMMANDS = ["train", "sweep", "plot", "play", "render", "sample", "list"]
 
 
 class UsageError(Exception):
@@ -602,6 +605,42 @@ def play(argv: list[str], command: str = "play", read=input) -> int:
         raise UsageError(str(e)) from None
 
 
+def sample(argv: list[str]) -> int:
+    """`sample`: completions of a trained sequence model for a prompt, with their rewards."""
+    import tyro
+
+    @dataclasses.dataclass(frozen=True)
+    class SampleArgs:
+        run_dir: typing.Annotated[str, tyro.conf.Positional]
+        """Results directory of a sequence agent's run (sft, grpo, dpo, ...)."""
+        prompt: str
+        """The prompt as text: "12+34=" (Addition), the list's digits "31412" (Sort, Reverse)."""
+        num: int = 4
+        """Sampled completions besides the greedy one."""
+        temperature: float = 1.0
+        """Sampling temperature."""
+        seed: int = 0
+        """Which of the run's seeds answers (and the sampling key)."""
+        setting: int | None = None
+        """For a sweep: the index of the setting."""
+
+    args = _tyro(SampleArgs, argv, prog="purejaxrl-lab sample")
+    if args is None:
+        return 0
+    from purejaxrl_lab.sample import sample as sample_run
+
+    try:
+        answer, rows = sample_run(args.run_dir, args.prompt, args.seed, args.num, args.temperature,
+                                  args.setting)
+    except (ValueError, FileNotFoundError) as e:
+        raise UsageError(str(e)) from None
+    print(f"prompt {args.prompt!r}, answer {answer}")
+    for row in rows:
+        kind = "greedy" if row.greedy else f"T={args.temperature:g}"
+        print(f"  {kind:>8}  {row.text:<12} reward {row.reward:g}  partial credit {row.partial:.2f}")
+    return 0
+
+
 def _short_names(dirs) -> list[str]:
     names = [Path(d).resolve().name for d in dirs]
     return names if len(set(names)) == len(names) else [str(d) for d in dirs]
@@ -648,6 +687,8 @@ def main(argv: list[str] | None = None) -> int:
             return plot(rest)
         if command in ("play", "render"):
             return play(rest, command)
+        if command == "sample":
+            return sample(rest)
         if command == "list":
             if rest:
                 raise UsageError(f"list takes no arguments, got {' '.join(rest)!r}")

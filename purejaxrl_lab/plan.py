@@ -240,9 +240,15 @@ def load_runs(module: ModuleType, config) -> dict | None:
         if not path:
             continue
         try:
-            seed = getattr(config, f"{field}_seed", None)
-            if seed is None:
-                seed = ckpt.run_record(Path(path))[0]["seeds"][0]
+            seeds = ckpt.run_record(Path(path))[0]["seeds"]
+        except (OSError, ValueError, KeyError) as e:
+            raise ValueError(f"{field}={path!r} is not allowed: {e}") from None
+        seed = getattr(config, f"{field}_seed", None)
+        if seed is None:
+            seed = seeds[0]
+        elif seed not in seeds:
+            raise ValueError(f"{field}_seed={seed} is not allowed: the run {path!r} has seeds {seeds}")
+        try:
             loaded[field] = ckpt.load_policy(path, seed=seed)
         except (OSError, ValueError, KeyError) as e:
             raise ValueError(f"{field}={path!r} is not allowed: {e}") from None
@@ -335,12 +341,21 @@ def agents_for(kind: str) -> list[str]:
 
 
 def _check_action_space(name: str, module: ModuleType, env_id: str, env_obj, env_params) -> None:
-    """An agent that declares ACTION_SPACES only runs on environments with those actions."""
+    """An agent that declares ACTION_SPACES only runs on environments with those actions; "tokens"
+    names the token tasks (discrete actions that extend a sequence)."""
+    from envs import token_tasks
+
     kinds = getattr(module, "ACTION_SPACES", None)
     if kinds is None:
         return
     kind = action_kind(env_obj, env_params)
+    if "tokens" in kinds and token_tasks.is_token_task(env_obj):
+        return
     if kind not in kinds:
+        if "tokens" in kinds:
+            raise ValueError(f"env: agent {name} generates token sequences and needs a token task "
+                             f"({', '.join(token_tasks.TASKS)}), not {env_id}; agents for "
+                             f"{kind} actions: {', '.join(agents_for(kind))}")
         raise ValueError(f"env: agent {name} acts in {' or '.join(kinds)} action spaces, and "
                          f"{env_id} has {kind} actions ({env_obj.action_space(env_params)}); "
                          f"agents for {kind} actions: {', '.join(agents_for(kind))}")

@@ -71,7 +71,8 @@ def test_train_end_to_end_subprocess(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["trian"], "unknown command 'trian'; closest: 'train'"),
-    (["train"], "train needs an AGENT, one of: alphazero, dqn, muzero, ppo, pqn, sac"),
+    (["train"], "train needs an AGENT, one of: alphazero, dpo, dqn, grpo, muzero, ppo, ppo_rlhf, pqn, "
+                "reinforce, reward_model, sac, sft"),
     (["train", "ppp"], "unknown agent 'ppp'; closest: 'ppo'"),
     (["train", "no.such.module"], "agent 'no.such.module': no registered agent of that name"),
     (["train", "ppo", "--env", "CartPole-v2"], "closest: 'CartPole-v1'"),

@@ -48,9 +48,26 @@ from agents.common.value_learning import (
     td_loss,
     temperature_loss,
 )
+from agents.common.sequence_losses import (
+    bradley_terry_loss,
+    dpo_loss,
+    group_advantages,
+    grpo_loss,
+    k3_kl,
+)
+from agents.common.transformer import ModelConfig, Transformer, completion_log_probs, generate
 from agents.common.types import Agent, reset_carry, train_loop
 
 __all__ = [
+    "ModelConfig",
+    "Transformer",
+    "bradley_terry_loss",
+    "completion_log_probs",
+    "dpo_loss",
+    "generate",
+    "group_advantages",
+    "grpo_loss",
+    "k3_kl",
     "EnvStepsConfig",
     "ACTIVATIONS",
     "Batch",
