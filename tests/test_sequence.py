@@ -268,14 +268,17 @@ def test_grpo_seed_i_of_a_batch_is_the_single_run():
         np.testing.assert_allclose(a[1], b[0], rtol=1e-4, atol=1e-6)
 
 
-def test_grpo_learns_one_digit_addition_from_scratch():
-    """With partial credit, GRPO's sampled completions of training prompts go from chance to
-    mostly exact within 24 iterations."""
-    env, params = envs.make("Addition-v0", digits=1, partial_credit=True)
-    config = tiny(grpo, **{**GRPO_SMALL, "total_completions": 128 * 24})
-    _, metrics = jax.jit(grpo.make_train(config, env, params))(jax.random.key(0))
-    exact = np.asarray(metrics["sample_accuracy"])
-    assert exact[:3].mean() < 0.1 and exact[-3:].mean() > 0.3, exact
+def test_grpo_lifts_the_accuracy_of_its_samples_from_the_sft_start(sft_run):
+    """From the short SFT run (about a fifth of its sampled answers exact), 60 GRPO iterations
+    of 16 prompts x 8 completions lift the exact fraction of the samples by at least 0.15 for
+    both seeds (measured: 0.24 -> 0.47 and 0.19 -> 0.50)."""
+    _, directory = sft_run
+    config = tiny(grpo, **{**GRPO_SMALL, "total_completions": 128 * 60, "learning_rate": 1e-3,
+                           "num_passes": 4, "init_from": str(directory)})
+    results = lab.run("grpo", config, task(), seeds=2, progress=False, eval_every=0)
+    exact = np.asarray(results.metrics["sample_accuracy"])
+    assert (exact[:, -5:].mean(1) > exact[:, :5].mean(1) + 0.15).all(), exact
+    assert np.isfinite(results.metrics["kl"]).all()
 
 
 def test_a_grpo_sweep_over_beta_and_the_group_size_is_one_program(sft_run):
@@ -294,7 +297,7 @@ def test_reinforce_and_the_preference_agents_run(sft_run):
     _, directory = sft_run
     env, params = task()
     start = dict(init_from=str(directory))
-    r = lab.run("reinforce", tiny(reinforce, **GRPO_SMALL, **start, total_completions=128 * 2),
+    r = lab.run("reinforce", tiny(reinforce, **{**GRPO_SMALL, **start, "total_completions": 128 * 2}),
                 (env, params), progress=False, eval_every=0)
     assert np.isfinite(r.metrics["loss"]).all() and r.unit == "completions"
     pairs = dict(total_pairs=32 * 4, batch_size=32, num_pairs=128, num_eval_pairs=32, **start)
