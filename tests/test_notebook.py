@@ -63,3 +63,25 @@ def test_planning_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     assert "| perfect | second |" in text and "MuZero on Catch: final eval return per seed" in text
     displays = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "display_data"]
     assert any("image/svg+xml" in o.get("data", {}) for o in displays)
+
+
+def test_rlhf_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
+    path = NOTEBOOK.parent / "rlhf.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), "strip outputs"
+    monkeypatch.setenv("RLHF_SCALE", "0.005")  # a few iterations of every stage
+    monkeypatch.setenv("RLHF_SMALL", "1")  # 1-digit addition, a 1-layer model of width 32
+    monkeypatch.setenv("RLHF_SEEDS", "2")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    work = tmp_path / "cwd"
+    work.mkdir()
+    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(work)}}).execute()
+    assert not any(work.iterdir()), "the notebook writes nowhere but its temporary directory"
+    (out,) = tmp_path.glob("rlhf-*")
+    assert (out / "rl" / "curves.png").is_file() and (out / "reward_hacking.png").is_file()
+    text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", [])
+                   if o.get("output_type") == "stream")
+    for line in ("SFT held-out accuracy per seed", "GRPO: final held-out accuracy", "reward model:",
+                 "PPO-RLHF: verifier reward", "DPO: held-out preference accuracy", "kl_coef 0.0:",
+                 "answer: 7"):
+        assert line in text, line
