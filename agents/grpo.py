@@ -76,8 +76,8 @@ class Config(S.SamplingConfig):
 
 PRESETS: dict[str, Config] = {
     # GRPO from an SFT start on 3-digit addition (benchmarks/rlhf.py): pass --init-from.
-    "addition": Config(total_completions=256_000, generation_batch_size=256, num_generations=8,
-                       learning_rate=3e-4, beta=0.04),
+    "addition": Config(total_completions=512_000, generation_batch_size=256, num_generations=4,
+                       temperature=0.7, learning_rate=3e-4, beta=0.04),
 }
 
 

@@ -53,8 +53,8 @@ class Config(S.SamplingConfig):
 
 PRESETS: dict[str, Config] = {
     # REINFORCE (leave-one-out) from the same SFT start as GRPO's (benchmarks/rlhf.py).
-    "addition": Config(total_completions=256_000, generation_batch_size=256, num_generations=8,
-                       learning_rate=3e-4, beta=0.04),
+    "addition": Config(total_completions=512_000, generation_batch_size=256, num_generations=4,
+                       temperature=0.7, learning_rate=3e-4, beta=0.04),
 }
 
 

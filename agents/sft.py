@@ -70,7 +70,7 @@ class Config(S.SequenceConfig):
 PRESETS: dict[str, Config] = {
     # The SFT start of benchmarks/rlhf.py on 3-digit addition: held-out accuracy between 20%
     # and 60% (few, partly wrong demonstrations), the start GRPO and REINFORCE improve on.
-    "addition": Config(total_examples=64_000, batch_size=64, num_demonstrations=1_000, noise=0.3),
+    "addition": Config(total_examples=96_000, batch_size=64, num_demonstrations=20_000, noise=0.2),
 }
 
 

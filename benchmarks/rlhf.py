@@ -103,6 +103,9 @@ def grpo(out: Path, seeds: int, overrides: dict) -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for line in lines:
         row(*line)
+    paths = lab.plots.compare([r for _, r, _ in lines], [name for name, _, _ in lines], out / "figures",
+                              metric="accuracy", smoothing=20)
+    print(f"figure: {paths[0]}")
 
 
 def preferences(out: Path, seeds: int, overrides: dict) -> None:
