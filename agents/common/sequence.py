@@ -215,6 +215,24 @@ class Pairs:
     valid: jax.Array  # [N] float32: 0 where no two candidates scored differently
 
 
+GENERATION_CHUNK = 4096
+"""Sequences generated at once when a run makes its preference pairs."""
+
+
+def generate_in_chunks(model: TaskModel, params, key: jax.Array, prompts: jax.Array, temperature,
+                       chunk: int = GENERATION_CHUNK):
+    """`model.generate` of many prompts, at most `chunk` at a time (`lax.map`), so that the
+    memory of one generation stays bounded; one call when they fit in one chunk."""
+    n = prompts.shape[0]
+    if n <= chunk:
+        return model.generate(params, key, prompts, temperature=temperature)
+    count = -(-n // chunk)
+    padded = jnp.concatenate([prompts, jnp.repeat(prompts[:1], count * chunk - n, axis=0)])
+    out = jax.lax.map(lambda a: model.generate(params, a[1], a[0], temperature=temperature),
+                      (padded.reshape(count, chunk, -1), jax.random.split(key, count)))
+    return jax.tree.map(lambda x: x.reshape(count * chunk, *x.shape[2:])[:n], out)
+
+
 def preference_pairs(model: TaskModel, params, key: jax.Array, num_pairs: int,
                      num_candidates: int, temperature, split: int = 0) -> Pairs:
     """`num_pairs` pairs from the model's samples: `num_candidates` completions of each of
@@ -227,7 +245,7 @@ def preference_pairs(model: TaskModel, params, key: jax.Array, num_pairs: int,
     key_prompts, key_sample = jax.random.split(key)
     data = env.sample_prompts(key_prompts, params_split, n)
     prompts = jnp.repeat(data.prompts, num_candidates, axis=0)
-    out = model.generate(params, key_sample, prompts, temperature=temperature)
+    out = generate_in_chunks(model, params, key_sample, prompts, temperature)
     scores = jax.vmap(env.preference_score, in_axes=(0, 0, None))(
         out.completions, jnp.repeat(data.targets, num_candidates, axis=0), params_split)
     scores = scores.reshape(n, num_candidates)
