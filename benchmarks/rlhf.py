@@ -5,6 +5,7 @@ the issue's targets, printed as tables.
     python benchmarks/rlhf.py grpo --out runs/rlhf           # GRPO and REINFORCE from it, 4 seeds each
     python benchmarks/rlhf.py preferences --out runs/rlhf    # reward model, PPO-RLHF, DPO
     python benchmarks/rlhf.py hacking --out runs/rlhf        # reward hacking with a length-loving scorer
+    python benchmarks/rlhf.py speed --out runs/rlhf --trl-json trl.json   # beside trl's GRPOTrainer
     python benchmarks/rlhf.py all --out runs/rlhf
 
 Every stage trains through `lab.run` on `Addition-v0` (digits=3) with the agents' `addition`
@@ -81,9 +82,12 @@ def sft(out: Path, seeds: int) -> None:
     row("SFT", results, wall, f"start: seed {chosen}")
     if chosen is None:
         raise SystemExit("no SFT seed ended with a held-out accuracy in [0.2, 0.6]; rerun with more seeds")
+    best = int(np.argmax(final))
     (out / "start.json").write_text(json.dumps({"init_from": str((out / "sft").absolute()),
                                                 "init_from_seed": int(results.seeds[chosen]),
-                                                "accuracy": float(final[chosen])}))
+                                                "accuracy": float(final[chosen]),
+                                                "best_seed": int(results.seeds[best]),
+                                                "best_accuracy": float(final[best])}))
 
 
 def start(out: Path) -> dict:
@@ -109,9 +113,12 @@ def grpo(out: Path, seeds: int, overrides: dict) -> None:
 
 
 def preferences(out: Path, seeds: int, overrides: dict) -> None:
-    """Reward model (pairwise accuracy), PPO-RLHF against it, DPO, from the SFT start."""
+    """Reward model (pairwise accuracy), PPO-RLHF against it, DPO, from the SFT start. The
+    reward model starts from the best SFT seed (judging an answer's digits takes knowing the
+    sum) and learns from that model's samples."""
     begin = start(out)
-    rm, rm_wall = run("reward_model", out, seeds, begin)
+    best = json.loads((out / "start.json").read_text())["best_seed"]
+    rm, rm_wall = run("reward_model", out, seeds, {**begin, "init_from_seed": best})
     print(f"| reward model | pairwise accuracy {np.mean(rm.final_score):.3f} "
           f"({', '.join(f'{f:.3f}' for f in rm.final_score)}) | valid pairs "
           f"{rm.metrics['valid_pairs'][:, 0].mean():.2f} | {rm.compile_time:.0f} + {rm.run_time:.0f} s |")
@@ -158,6 +165,24 @@ def hacking(out: Path, seeds: int, bonus: float = 0.1) -> None:
               f"{m['sample_length'][:, -k:].mean():.2f} | KL {m['sample_kl'][:, -k:].mean():.2f} |")
 
 
+def speed(out: Path, trl_json: Path | None) -> None:
+    """GRPO completions per second (the preset's batch, 300 iterations from the start, greedy
+    evaluation included) at 1 and 4 seeds, beside trl's GRPOTrainer (benchmarks/trl_grpo.py,
+    run in its own environment) when its --json output is given."""
+    begin = start(out)
+    print("| run | seeds | completions/s (per seed x seeds) | s per iteration | ratio to trl |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    trl = json.loads(trl_json.read_text()) if trl_json else None
+    if trl:
+        print(f"| trl GRPOTrainer (PyTorch CPU, {trl['threads']} threads) | 1 | "
+              f"{trl['completions_per_s']:.0f} | {trl['median_step_s']:.3f} | 1.0 |")
+    for seeds in (1, 4):
+        results, _ = run("grpo", out / f"speed_{seeds}", seeds, {**begin, "total_completions": 256 * 300})
+        per_s = 256 * 300 * seeds / results.run_time
+        ratio = f"{per_s / trl['completions_per_s']:.0f}x" if trl else "-"
+        print(f"| purejaxrl_lab grpo | {seeds} | {per_s:.0f} | {results.run_time / 300:.3f} | {ratio} |")
+
+
 def figure(swept, path: Path) -> None:
     import matplotlib
 
@@ -183,11 +208,13 @@ def figure(swept, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("stage", choices=["sft", "grpo", "preferences", "hacking", "all"])
+    parser.add_argument("stage", choices=["sft", "grpo", "preferences", "hacking", "speed", "all"])
     parser.add_argument("--out", type=Path, default=Path("runs/rlhf"))
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
                         help="config overrides of the RL stage (e.g. learning_rate=1e-4)")
+    parser.add_argument("--trl-json", type=Path, default=None,
+                        help="speed: the --json output of benchmarks/trl_grpo.py, shown beside ours")
     args = parser.parse_args()
     overrides = {k: json.loads(v) if v[:1].isdigit() or v[:1] in "-[{" else v
                  for k, v in (item.split("=", 1) for item in args.set)}
@@ -200,6 +227,8 @@ def main() -> None:
         preferences(args.out, args.seeds, overrides)
     if args.stage in ("hacking", "all"):
         hacking(args.out, args.seeds)
+    if args.stage in ("speed", "all"):
+        speed(args.out, args.trl_json)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
 """Speed reference: trl's `GRPOTrainer` (PyTorch, CPU) on our GRPO addition task.
 
-What it measures: seconds per GRPO step (generate 256 completions = 32 prompts x 8, score them,
+What it measures: seconds per GRPO step (generate 256 completions = 64 prompts x 4, score them,
 one gradient step on them) of Hugging Face trl's `GRPOTrainer` on 3-digit addition ("137+614=" ->
 "751" then EOS), with a model of the same size as our JAX GRPO agent's (decoder-only transformer,
 2 layers, 4 heads, d_model 64, feed-forward 256, 32 learned positions, 17-token vocabulary) built
-here with random weights, and the same GRPO settings as our `addition` preset (num_generations=8,
+here with random weights, and the same GRPO settings as our `addition` preset (num_generations=4,
 beta=0.04, epsilon=0.2, loss_type="dapo", scale_rewards="group", lr 3e-4, max_grad_norm 1.0,
-temperature 1.0, one gradient step per generation batch). Nothing is downloaded: the tokenizer is
+temperature 0.7, one gradient step per generation batch). Nothing is downloaded: the tokenizer is
 a character-level `tokenizers` WordLevel model built here over our project's vocabulary, and the
 reward is exact match of the decoded completion with the sum.
 
@@ -74,8 +74,8 @@ from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 # ---------------------------------------------------------------- task and vocabulary (ours)
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
 VOCAB = {PAD: 0, BOS: 1, EOS: 2, **{str(d): 3 + d for d in range(10)}, "+": 13, "=": 14, "S": 15, "R": 16}
-NUM_GENERATIONS = 8
-GENERATION_BATCH = 256  # completions per optimizer step (32 prompts x 8)
+NUM_GENERATIONS = 4
+GENERATION_BATCH = 256  # completions per optimizer step (64 prompts x 4)
 MAX_COMPLETION = 5  # up to 4 digits + EOS
 
 
@@ -181,7 +181,7 @@ def main():
             num_generations=NUM_GENERATIONS,
             num_iterations=1,
             max_completion_length=MAX_COMPLETION,
-            temperature=1.0, top_k=0, top_p=1.0,
+            temperature=0.7, top_k=0, top_p=1.0,
             beta=0.04, epsilon=0.2, loss_type="dapo", scale_rewards="group",
             learning_rate=3e-4, lr_scheduler_type="constant", max_grad_norm=1.0,
             max_steps=args.steps, seed=args.seed,
