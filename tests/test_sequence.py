@@ -154,6 +154,28 @@ def tiny(module, **overrides):
 SFT_SMALL = dict(total_examples=64 * 60, num_demonstrations=500, learning_rate=3e-3)
 
 
+def test_generation_in_chunks_is_generation_of_each_chunk():
+    """10 prompts in chunks of 4: three calls of `generate` (the last on 2 prompts padded with
+    2 copies of the first), the padding dropped; one chunk: one plain call."""
+    env, params = task()
+    model = S.TaskModel(tiny(sft).model, env, params)
+    weights = model.init(jax.random.key(0))
+    prompts = env.sample_prompts(jax.random.key(1), params, 10).prompts
+    key = jax.random.key(2)
+    out = S.generate_in_chunks(model, weights, key, prompts, 1.0, chunk=4)
+    assert out.completions.shape == (10, model.completion_length)
+    keys = jax.random.split(key, 3)
+    for k, rows in enumerate((slice(0, 4), slice(4, 8))):
+        part = model.generate(weights, keys[k], prompts[rows], temperature=1.0)
+        np.testing.assert_array_equal(out.completions[rows], part.completions)
+    last = model.generate(weights, keys[2], jnp.concatenate([prompts[8:], prompts[:1], prompts[:1]]),
+                          temperature=1.0)
+    np.testing.assert_array_equal(out.completions[8:], last.completions[:2])
+    whole = S.generate_in_chunks(model, weights, key, prompts, 1.0, chunk=10)
+    np.testing.assert_array_equal(whole.completions,
+                                  model.generate(weights, key, prompts, temperature=1.0).completions)
+
+
 @pytest.fixture(scope="module")
 def sft_run(tmp_path_factory):
     """A short SFT run on 1-digit addition, saved (the start of the other agents)."""
