@@ -97,7 +97,7 @@ PRESETS: dict[str, Config] = {
     # PPO against the reward model of benchmarks/rlhf.py, from its SFT start: pass
     # --init-from and --reward-from.
     "addition": Config(total_completions=128_000, generation_batch_size=256, learning_rate=1e-4,
-                       kl_coef=0.05, target_kl=1.0),
+                       kl_coef=0.2, target_kl=1.0, horizon=1_000.0),
 }
 
 
