@@ -6,6 +6,24 @@ from nbclient import NotebookClient
 NOTEBOOK = Path(__file__).parent.parent / "notebooks" / "quickstart.ipynb"
 
 
+def execute(name: str, prefix: str, tmp_path, monkeypatch, **env):
+    """Runs notebooks/`name` with `env` set and TMPDIR in tmp_path; checks it was saved without
+    outputs and wrote nowhere else. Returns (the executed notebook, its output directory
+    `prefix`-*, the text of its streams)."""
+    nb = nbformat.read(NOTEBOOK.parent / name, as_version=4)
+    assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), "strip outputs"
+    for key, value in {**env, "TMPDIR": str(tmp_path)}.items():
+        monkeypatch.setenv(key, value)
+    work = tmp_path / "cwd"
+    work.mkdir()
+    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(work)}}).execute()
+    assert not any(work.iterdir()), "the notebook writes nowhere but its temporary directory"
+    (out,) = tmp_path.glob(f"{prefix}-*")
+    text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", [])
+                   if o.get("output_type") == "stream")
+    return nb, out, text
+
+
 def test_quickstart_runs_top_to_bottom(tmp_path, monkeypatch):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), "strip outputs"
@@ -28,59 +46,29 @@ def test_quickstart_runs_top_to_bottom(tmp_path, monkeypatch):
 
 
 def test_off_policy_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
-    path = NOTEBOOK.parent / "off_policy.ipynb"
-    nb = nbformat.read(path, as_version=4)
-    assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), "strip outputs"
-    monkeypatch.setenv("OFF_POLICY_SCALE", "0.004")  # 2000 CartPole steps, 80 Pendulum steps
-    monkeypatch.setenv("OFF_POLICY_SEEDS", "2")
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
-    work = tmp_path / "cwd"
-    work.mkdir()
-    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(work)}}).execute()
-    assert not any(work.iterdir()), "the notebook writes nowhere but its temporary directory"
-    (out,) = tmp_path.glob("off-policy-*")
+    _, out, text = execute("off_policy.ipynb", "off-policy", tmp_path, monkeypatch,
+                           OFF_POLICY_SCALE="0.004",  # 2000 CartPole steps, 80 Pendulum steps
+                           OFF_POLICY_SEEDS="2")
     assert (out / "cartpole" / "curves.png").is_file() and (out / "sac.png").is_file()
-    text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", [])
-                   if o.get("output_type") == "stream")
     assert "DQN: final eval return" in text and "PQN: final eval return" in text
 
 
 def test_planning_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
-    path = NOTEBOOK.parent / "planning.ipynb"
-    nb = nbformat.read(path, as_version=4)
-    assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), "strip outputs"
-    monkeypatch.setenv("PLANNING_SCALE", "0.002")  # 1 iteration of TicTacToe, 2 of Catch
-    monkeypatch.setenv("PLANNING_SEEDS", "2")
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
-    work = tmp_path / "cwd"
-    work.mkdir()
-    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(work)}}).execute()
-    assert not any(work.iterdir()), "the notebook writes nowhere but its temporary directory"
-    (out,) = tmp_path.glob("planning-*")
+    nb, out, text = execute("planning.ipynb", "planning", tmp_path, monkeypatch,
+                            PLANNING_SCALE="0.002",  # 1 iteration of TicTacToe, 2 of Catch
+                            PLANNING_SEEDS="2")
     assert (out / "game.svg").is_file() and (out / "muzero_catch.png").is_file()
-    text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", [])
-                   if o.get("output_type") == "stream")
     assert "| perfect | second |" in text and "MuZero on Catch: final eval return per seed" in text
     displays = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "display_data"]
     assert any("image/svg+xml" in o.get("data", {}) for o in displays)
 
 
 def test_rlhf_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
-    path = NOTEBOOK.parent / "rlhf.ipynb"
-    nb = nbformat.read(path, as_version=4)
-    assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), "strip outputs"
-    monkeypatch.setenv("RLHF_SCALE", "0.005")  # a few iterations of every stage
-    monkeypatch.setenv("RLHF_SMALL", "1")  # 1-digit addition, a 1-layer model of width 32
-    monkeypatch.setenv("RLHF_SEEDS", "2")
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
-    work = tmp_path / "cwd"
-    work.mkdir()
-    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(work)}}).execute()
-    assert not any(work.iterdir()), "the notebook writes nowhere but its temporary directory"
-    (out,) = tmp_path.glob("rlhf-*")
+    _, out, text = execute("rlhf.ipynb", "rlhf", tmp_path, monkeypatch,
+                           RLHF_SCALE="0.005",  # a few iterations of every stage
+                           RLHF_SMALL="1",  # 1-digit addition, a 1-layer model of width 32
+                           RLHF_SEEDS="2")
     assert (out / "rl" / "curves.png").is_file() and (out / "reward_hacking.png").is_file()
-    text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", [])
-                   if o.get("output_type") == "stream")
     for line in ("SFT held-out accuracy per seed", "GRPO: final held-out accuracy", "reward model:",
                  "PPO-RLHF: verifier reward", "DPO: held-out preference accuracy", "kl_coef 0.0:",
                  "answer: 7"):

@@ -45,9 +45,9 @@ NAN_METRICS: tuple[str, ...] = ()
 ACT_INPUT = "observation"
 """`act` takes a task's observation: the tokens so far [prompt + completion length]."""
 LOADS = ("init_from",)
+"""Config fields that name saved runs whose params the lab loads and passes to `make`."""
 ACTION_SPACES = ("tokens",)
 """Sequence agents run on token tasks only (the lab names the agents that fit other tasks)."""
-"""Config fields that name saved runs whose params the lab loads and passes to `make`."""
 EVAL_METRICS = ("accuracy", "verifier_reward", "kl", "completion_length")
 
 
