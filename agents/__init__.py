@@ -15,7 +15,13 @@ _AGENTS: dict[str, str] = {"alphazero": "agents.alphazero", "dqn": "agents.dqn",
                            "ppo": "agents.ppo", "pqn": "agents.pqn", "sac": "agents.sac",
                            "grpo": "agents.grpo", "reinforce": "agents.reinforce",
                            "sft": "agents.sft", "dpo": "agents.dpo",
-                           "reward_model": "agents.reward_model", "ppo_rlhf": "agents.ppo_rlhf"}
+                           "reward_model": "agents.reward_model", "ppo_rlhf": "agents.ppo_rlhf",
+                           "epsilon_greedy": "agents.epsilon_greedy", "ucb": "agents.ucb",
+                           "thompson": "agents.thompson", "gradient_bandit": "agents.gradient_bandit",
+                           "linucb": "agents.linucb", "lin_ts": "agents.lin_ts",
+                           "neural_linear": "agents.neural_linear",
+                           "q_learning": "agents.q_learning", "sarsa": "agents.sarsa",
+                           "expected_sarsa": "agents.expected_sarsa", "dyna_q": "agents.dyna_q"}
 
 
 def available() -> list[str]:

@@ -1,6 +1,8 @@
 """Environments on gymnax 1.0's API, a registry and pure wrappers."""
 
+from envs.bandits import is_bandit, is_contextual
 from envs.registry import is_builtin, make, register, registered
+from envs.tabular import TabularModel, is_tabular, tabular_model
 from envs.utils import close_matches, unknown_name_error
 from envs.wrappers import (
     ClipAction,
@@ -35,18 +37,23 @@ __all__ = [
     "RunningMeanStd",
     "ScaleReward",
     "ScaleRewardState",
+    "TabularModel",
     "TransitionWrapper",
     "VecEnv",
     "Wrapper",
     "close_matches",
     "has_transition",
+    "is_bandit",
     "is_builtin",
+    "is_contextual",
+    "is_tabular",
     "make",
     "normalize",
     "register",
     "registered",
     "reset_key",
     "summarize_episodes",
+    "tabular_model",
     "transition",
     "unknown_name_error",
     "update_running_stats",

@@ -106,3 +106,13 @@ def _register_token_tasks() -> None:
 
 
 _register_token_tasks()
+
+
+def _register_fundamentals() -> None:
+    from envs import bandits, tabular
+
+    for env_id, cls in {**bandits.ENVIRONMENTS, **tabular.ENVIRONMENTS}.items():
+        register(env_id, cls)
+
+
+_register_fundamentals()

@@ -361,6 +361,56 @@ def _check_action_space(name: str, module: ModuleType, env_id: str, env_obj, env
                          f"agents for {kind} actions: {', '.join(agents_for(kind))}")
 
 
+ENV_KIND_NAMES = {"bandit": "a bandit without context", "contextual_bandit": "a contextual bandit",
+                  "tabular": "a tabular MDP (its observation is a state index)"}
+
+
+def env_kind(env_obj) -> str | None:
+    """"contextual_bandit", "bandit", "tabular", or None for any other environment."""
+    if envs.is_bandit(env_obj):
+        return "contextual_bandit" if envs.is_contextual(env_obj) else "bandit"
+    return "tabular" if envs.is_tabular(env_obj) else None
+
+
+def agents_for_env_kind(kind: str | None) -> list[str]:
+    """Registered agents that run on environments of `kind` (`ENV_KINDS`; None: agents that
+    declare none, which run on every other environment)."""
+    return [n for n in agents.available() if kind in getattr(agents.get(n), "ENV_KINDS", (None,))]
+
+
+def _check_env_kind(name: str, module: ModuleType, env_id: str, env_obj) -> None:
+    """Bandit and tabular agents (ENV_KINDS) run only on their kind of environment, and the
+    other agents never on a bandit or a tabular MDP."""
+    kinds = getattr(module, "ENV_KINDS", (None,))
+    kind = env_kind(env_obj)
+    if kind in kinds:
+        return
+    if kind is None:
+        wanted = " or ".join(ENV_KIND_NAMES[k] for k in kinds)
+        raise ValueError(f"env: agent {name} needs {wanted}, and {env_id} is none; environments "
+                         f"for it: {', '.join(_env_ids_of(kinds))}")
+    fitting = ", ".join(agents_for_env_kind(kind))
+    if kinds == (None,):
+        raise ValueError(f"env: {env_id} is {ENV_KIND_NAMES[kind]}, which agent {name} is not "
+                         f"made for; agents for it: {fitting}")
+    wanted = " or ".join(ENV_KIND_NAMES[k] for k in kinds)
+    raise ValueError(f"env: agent {name} needs {wanted}, and {env_id} is {ENV_KIND_NAMES[kind]}; "
+                     f"agents for it: {fitting}")
+
+
+def _env_ids_of(kinds) -> list[str]:
+    from envs import bandits, tabular
+
+    ids = []
+    if "bandit" in kinds:
+        ids += [i for i, cls in bandits.ENVIRONMENTS.items() if not cls.contextual]
+    if "bandit" in kinds or "contextual_bandit" in kinds:
+        ids += [i for i, cls in bandits.ENVIRONMENTS.items() if cls.contextual]
+    if "tabular" in kinds:
+        ids += list(tabular.ENVIRONMENTS)
+    return ids
+
+
 def state_nbytes(abstract_state) -> int:
     """Bytes of one run's state, from its shapes (keys counted as their key data)."""
     def nbytes(a):
@@ -440,8 +490,16 @@ def prepare(agent: str | ModuleType, config: Any = None, env: Any = "CartPole-v1
     if resumed is not None:
         num_chunks = resumed[2].get("num_chunks", num_chunks)
     total = calls.total_chunks(config.num_iterations, num_chunks)
-    eval_every = (max(1, round(total / EVALUATIONS_PER_RUN)) if eval_every is None
-                  else _positive_int("eval_every", eval_every, allow_zero=True))
+    episodic = getattr(module, "EPISODIC", True)
+    if eval_every is None:
+        eval_every = max(1, round(total / EVALUATIONS_PER_RUN)) if episodic else 0
+    else:
+        eval_every = _positive_int("eval_every", eval_every, allow_zero=True)
+        if eval_every and not episodic:
+            raise ValueError(f"eval_every={eval_every} is not allowed: agent {name} plays one "
+                             f"never-ending problem per run (a bandit), with no episodes to "
+                             f"evaluate; its metrics are per round. Leave eval_every at 0")
+    _check_env_kind(name, module, env_id, env_obj)
     _check_action_space(name, module, env_id, env_obj, env_params)
     loaded = load_runs(module, config)
     built = make_agent(module, config, env_obj, env_params, loaded)  # checks config against env

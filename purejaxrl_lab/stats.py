@@ -130,3 +130,24 @@ def performance_profile_ci(scores, taus: Sequence[float], confidence: float = 0.
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(values, [alpha, 1.0 - alpha], axis=0)
     return low, high
+
+
+def per_episode(values, episodes, num_episodes: int | None = None) -> np.ndarray:
+    """Per-step metrics [..., steps] as per-episode series [..., num_episodes].
+
+    An agent that reports per environment step (a tabular TD agent: `episode_return` and
+    `episode_length` on the step an episode ended, `episodes` 1 there and 0 elsewhere) gives
+    the i-th finished episode's value at index i; runs that finished fewer episodes are
+    padded with NaN. `num_episodes` defaults to the most any run finished.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    ended = np.asarray(episodes) > 0
+    if values.shape != ended.shape:
+        raise ValueError(f"values {values.shape} and episodes {ended.shape}: expected the same shape")
+    flat_v, flat_e = values.reshape(-1, values.shape[-1]), ended.reshape(-1, ended.shape[-1])
+    n = int(flat_e.sum(-1).max(initial=0)) if num_episodes is None else int(num_episodes)
+    out = np.full((flat_v.shape[0], n), np.nan)
+    for i, (v, e) in enumerate(zip(flat_v, flat_e)):
+        series = v[e][:n]
+        out[i, :len(series)] = series
+    return out.reshape(values.shape[:-1] + (n,))

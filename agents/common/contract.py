@@ -25,6 +25,17 @@ An agent is a module (`agents/ppo.py` is the example) with these names:
     make(config, env, env_params) -> Agent(init, update, act)
     make_train(config, env, env_params) -> train(key) -> (final state, metrics [iteration])
 
+Optional names:
+
+    ACTION_SPACES  the kinds of action space the agent handles: "discrete", "continuous",
+                   "tokens" (a token task); default: any.
+    ENV_KINDS      the kinds of environment the agent is made for: "bandit",
+                   "contextual_bandit", "tabular" (`purejaxrl_lab.plan.env_kind`); default:
+                   (None,), every environment that is none of these.
+    EPISODIC       False for an agent that plays one never-ending problem per run (a
+                   bandit): the lab runs no episode evaluations of it. Default True.
+    LOADS          config fields that name saved runs to start from (`init_from`).
+
 The functions of `Agent` (`agents.common.types`):
 
     init(key, hparams=None) -> state       a dataclass; state.params: everything `act`
