@@ -5,6 +5,9 @@ One round with context x [d]:
   1. theta_a = A_a^-1 b_a;  p_a = theta_a . x + alpha sqrt(x^T A_a^-1 x);  A = argmax_a p_a
      (ties at random);
   2. observe R;  A_A <- A_A + x x^T;  b_A <- b_A + R x.
+The agent holds A_a^-1 rather than A_a and updates it with the Sherman-Morrison formula,
+  (A + x x^T)^-1 = A^-1 - (A^-1 x)(A^-1 x)^T / (1 + x^T A^-1 x),
+so a round takes matrix-vector products only.
 """
 
 from __future__ import annotations
@@ -50,18 +53,15 @@ class HParams:
 
 @struct.dataclass
 class Params:
-    a: jax.Array  # [k, d, d] lambda I + sum x x^T per arm
+    a_inv: jax.Array  # [k, d, d] A_a^-1, A_a = lambda I + sum x x^T
     b: jax.Array  # [k, d] sum R x per arm
     alpha: jax.Array  # the bound's width
 
 
 def scores(params: Params, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(theta_a . x, sqrt(x^T A_a^-1 x)) [k] each."""
-    chol = jnp.linalg.cholesky(params.a)  # [k, d, d]
-    solve = jax.vmap(lambda c, v: jax.scipy.linalg.cho_solve((c, True), v), in_axes=(0, 0))
-    theta = solve(chol, params.b)  # [k, d]
-    a_inv_x = solve(chol, jnp.broadcast_to(x, params.b.shape))  # [k, d]
-    return theta @ x, jnp.sqrt(jnp.maximum(a_inv_x @ x, 0.0))
+    a_inv_x = params.a_inv @ x  # [k, d] (A_a^-1 is symmetric)
+    return jnp.einsum("kd,kd->k", a_inv_x, params.b), jnp.sqrt(jnp.maximum(a_inv_x @ x, 0.0))
 
 
 def act(params: Params, x: jax.Array, key: jax.Array, deterministic: bool = False) -> jax.Array:
@@ -71,7 +71,10 @@ def act(params: Params, x: jax.Array, key: jax.Array, deterministic: bool = Fals
 
 
 def learn(params: Params, x, action, reward, hp: HParams) -> Params:
-    return params.replace(a=params.a.at[action].add(jnp.outer(x, x)),
+    a_inv = params.a_inv[action]
+    u = a_inv @ x
+    a_inv = a_inv - jnp.outer(u, u) / (1.0 + x @ u)
+    return params.replace(a_inv=params.a_inv.at[action].set(a_inv),
                           b=params.b.at[action].add(reward * x))
 
 
@@ -79,7 +82,7 @@ def make(config: Config, env, env_params):
     k, d = B.num_arms(env, env_params), B.context_dim(env, env_params)
 
     def init_params(key, hp: HParams) -> Params:
-        return Params(a=jnp.broadcast_to(hp.regularization * jnp.eye(d), (k, d, d)),
+        return Params(a_inv=jnp.broadcast_to(jnp.eye(d) / hp.regularization, (k, d, d)),
                       b=jnp.zeros((k, d)), alpha=hp.alpha)
 
     return B.make_bandit(env, env_params, HParams, config, init_params, act, learn)

@@ -651,13 +651,16 @@ def list_all() -> int:
     import envs
     from gymnax.environments import spaces
 
+    from purejaxrl_lab.plan import ENV_KIND_NAMES, env_kind
+
     print("agents:")
+    width = max(map(len, agents.available()))
     for name in agents.available():
         module = agents.get(name)
         config, score = module.Config(), module.SCORE
         presets = ", ".join(sorted(module.PRESETS)) or "none"
         direction = "higher" if score.higher_is_better else "lower"
-        print(f"  {name:<10} counts {config.unit}; scored by {score.metric} ({direction} is better); "
+        print(f"  {name:<{width}} counts {config.unit}; scored by {score.metric} ({direction} is better); "
               f"presets: {presets}")
     print("environments (actions):")
     for env_id in envs.registered():
@@ -666,7 +669,8 @@ def list_all() -> int:
         kind = (f"discrete, {space.n}" if isinstance(space, spaces.Discrete)
                 else f"continuous, shape {tuple(space.shape)}" if isinstance(space, spaces.Box)
                 else type(space).__name__)
-        print(f"  {env_id:<26} {kind}")
+        special = env_kind(env)
+        print(f"  {env_id:<26} {kind}" + (f" ({ENV_KIND_NAMES[special]})" if special else ""))
     return 0
 
 

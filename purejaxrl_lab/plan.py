@@ -362,7 +362,7 @@ def _check_action_space(name: str, module: ModuleType, env_id: str, env_obj, env
 
 
 ENV_KIND_NAMES = {"bandit": "a bandit without context", "contextual_bandit": "a contextual bandit",
-                  "tabular": "a tabular MDP (its observation is a state index)"}
+                  "tabular": "a tabular MDP"}
 
 
 def env_kind(env_obj) -> str | None:

@@ -131,7 +131,7 @@ def contextual_data(n=40, d=3, k=2, seed=0):
 def test_linucb_against_numpy():
     xs, actions, rewards = contextual_data()
     hp = linucb.HParams(alpha=jnp.float32(0.7), regularization=jnp.float32(2.0))
-    p = linucb.Params(a=jnp.broadcast_to(2.0 * jnp.eye(3), (2, 3, 3)), b=jnp.zeros((2, 3)), alpha=hp.alpha)
+    p = linucb.Params(a_inv=jnp.broadcast_to(0.5 * jnp.eye(3), (2, 3, 3)), b=jnp.zeros((2, 3)), alpha=hp.alpha)
     for x, a, r in zip(xs, actions, rewards):
         p = linucb.learn(p, jnp.asarray(x), int(a), float(r), hp)
     x = np.array([0.3, -1.0, 0.5], np.float32)
@@ -140,6 +140,7 @@ def test_linucb_against_numpy():
         rows = actions == arm
         a_mat = 2.0 * np.eye(3) + xs[rows].T @ xs[rows]
         theta = np.linalg.solve(a_mat, xs[rows].T @ rewards[rows])
+        np.testing.assert_allclose(p.a_inv[arm], np.linalg.inv(a_mat), rtol=1e-4, atol=1e-6)
         assert float(mean[arm]) == pytest.approx(theta @ x, rel=1e-4, abs=1e-5)
         assert float(width[arm]) == pytest.approx(np.sqrt(x @ np.linalg.solve(a_mat, x)), rel=1e-4)
     best = int(np.argmax(np.asarray(mean) + 0.7 * np.asarray(width)))
@@ -250,3 +251,18 @@ def test_bad_input_is_refused_before_compilation():
     with pytest.raises(ValueError, match=r"delta=1.5 is not allowed"):
         envs.make("WheelBandit-v0", delta=1.5)
     assert bandits.bandit_of(envs.make("CartPole-v1")[0]) is None
+
+
+def test_the_cpu_cholesky_and_triangular_solves_equal_numpys():
+    from agents.common import cpu
+
+    x = jax.random.normal(jax.random.key(0), (3, 4, 12, 12))
+    a = x @ jnp.swapaxes(x, -1, -2) + jnp.eye(12)
+    b = jax.random.normal(jax.random.key(1), (3, 4, 12))
+    factor = jax.jit(cpu.cholesky)(a)
+    np.testing.assert_allclose(factor, np.linalg.cholesky(np.asarray(a, np.float64)), atol=1e-4)
+    lower, upper = np.asarray(factor, np.float64), np.swapaxes(np.asarray(factor, np.float64), -1, -2)
+    np.testing.assert_allclose(cpu.solve_lower(factor, b), np.linalg.solve(lower, np.asarray(b)[..., None])[..., 0],
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(cpu.solve_upper(factor, b), np.linalg.solve(upper, np.asarray(b)[..., None])[..., 0],
+                               rtol=1e-4, atol=1e-4)

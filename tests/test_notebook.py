@@ -73,3 +73,14 @@ def test_rlhf_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
                  "PPO-RLHF: verifier reward", "DPO: held-out preference accuracy", "kl_coef 0.0:",
                  "answer: 7"):
         assert line in text, line
+
+
+def test_fundamentals_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
+    _, out, text = execute("fundamentals.ipynb", "fundamentals", tmp_path, monkeypatch,
+                           FUNDAMENTALS_RUNS="40",  # 40 runs per setting
+                           FUNDAMENTALS_SCALE="0.1")  # 100 bandit rounds, 2000 cliff steps
+    for name in ("figure_2_2.png", "figures_2_3_to_2_5.png", "example_6_6.png", "figure_8_2.png"):
+        assert (out / name).is_file(), name
+    for line in ("epsilon 0.1: last 10% of steps", "thompson: cumulative regret", "policy iteration agrees: True",
+                 "sarsa: sum of rewards per episode", "n = 50: steps in episode 10", "linucb: cumulative regret"):
+        assert line in text, line

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from agents.common import cpu
 from agents.common.config import check_positive_int, normalize_fields
 from agents.common.contract import Score
 from agents.common.types import Agent, train_loop
@@ -156,8 +157,8 @@ def nig_posterior(xtx, xty, yty, n, lambda_prior, a0, b0) -> Posterior:
         a = a0 + n / 2,             b = b0 + (y^T y - mu^T Lambda mu) / 2.
     """
     precision = xtx + lambda_prior * jnp.eye(xty.shape[-1])
-    chol = jnp.linalg.cholesky(precision)
-    mu = jax.vmap(lambda c, v: jax.scipy.linalg.cho_solve((c, True), v))(chol, xty)
+    chol = cpu.cholesky(precision)
+    mu = cpu.solve_upper(chol, cpu.solve_lower(chol, xty))
     quad = jnp.einsum("ki,kij,kj->k", mu, precision, mu)
     return Posterior(mu=mu, chol=chol, a=a0 + n / 2.0, b=b0 + jnp.maximum(yty - quad, 0.0) / 2.0)
 
@@ -168,6 +169,5 @@ def nig_sample(post: Posterior, key: jax.Array) -> jax.Array:
     sigma2 = post.b / jax.random.gamma(key_sigma, post.a)
     z = jax.random.normal(key_beta, post.mu.shape)
     # Lambda = L L^T, so L^-T z ~ N(0, Lambda^-1).
-    noise = jax.vmap(lambda c, v: jax.scipy.linalg.solve_triangular(c, v, trans="T", lower=True))(
-        post.chol, z)
+    noise = cpu.solve_upper(post.chol, z)
     return post.mu + jnp.sqrt(sigma2)[:, None] * noise

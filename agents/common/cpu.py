@@ -7,7 +7,10 @@
   - `conv`: stride-1 "VALID" convolutions as one matrix product over image patches
     (`PatchConv`): XLA-CPU's convolution and its gradient took 35x longer on MinAtar's grids;
   - `scale_by_adam`: Adam with its bias corrections written as multiplications, so that a
-    run computes the same bits on one device as on several.
+    run computes the same bits on one device as on several;
+  - `cholesky`, `solve_lower`, `solve_upper`: Cholesky factors and triangular solves in
+    vectorised loops instead of LAPACK's kernels, whose batched triangular solve deadlocked
+    in vmapped runs on two CPU devices (50 x 50 systems on a 2-core machine).
 
 `active()` says whether they apply: on the CPU backend, unless turned off with
 `use_cpu_speedups(False)` or the environment variable PUREJAXRL_LAB_CPU_SPEEDUPS=0.
@@ -201,3 +204,49 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> opta
         return updates, optax.ScaleByAdamState(count=count, mu=mu, nu=nu)
 
     return optax.GradientTransformation(init, update)
+
+
+# --------------------------------------------------------------------------- linear algebra
+
+
+def cholesky(a: jax.Array) -> jax.Array:
+    """L [..., d, d], lower triangular with L L^T = a (symmetric positive definite)."""
+    if not active():
+        return jnp.linalg.cholesky(a)
+    d = a.shape[-1]
+    rows = jnp.arange(d)
+
+    def column(j, factor):
+        # v_i = a_ij - sum_{k<j} L_ik L_jk (columns >= j of the factor are still 0).
+        v = a[..., :, j] - jnp.einsum("...ik,...k->...i", factor, factor[..., j, :])
+        pivot = jnp.sqrt(jnp.take(v, j, axis=-1))[..., None]
+        return factor.at[..., :, j].set(jnp.where(rows >= j, v / pivot, 0.0))
+
+    return jax.lax.fori_loop(0, d, column, jnp.zeros_like(a))
+
+
+def solve_lower(factor: jax.Array, b: jax.Array) -> jax.Array:
+    """x [..., d] with L x = b, L lower triangular [..., d, d] (forward substitution)."""
+    if not active():
+        return jax.scipy.linalg.solve_triangular(factor, b[..., None], lower=True)[..., 0]
+    d = b.shape[-1]
+
+    def row(i, x):
+        value = (jnp.take(b, i, axis=-1) - jnp.einsum("...k,...k->...", factor[..., i, :], x))
+        return x.at[..., i].set(value / factor[..., i, i])
+
+    return jax.lax.fori_loop(0, d, row, jnp.zeros_like(b))
+
+
+def solve_upper(factor: jax.Array, b: jax.Array) -> jax.Array:
+    """x [..., d] with L^T x = b, L lower triangular [..., d, d] (backward substitution)."""
+    if not active():
+        return jax.scipy.linalg.solve_triangular(factor, b[..., None], lower=True, trans="T")[..., 0]
+    d = b.shape[-1]
+
+    def row(step, x):
+        i = d - 1 - step
+        value = (jnp.take(b, i, axis=-1) - jnp.einsum("...k,...k->...", factor[..., :, i], x))
+        return x.at[..., i].set(value / factor[..., i, i])
+
+    return jax.lax.fori_loop(0, d, row, jnp.zeros_like(b))
