@@ -11,6 +11,12 @@ the reward of the arm taken. One iteration is `train_every` rounds:
      (head(z(x))_A - R)^2;
   3. recompute every arm's statistics from all stored rounds with the new features.
 Metrics are the means over the iteration's rounds (`cumulative_regret` at its end).
+
+Each arm keeps its posterior covariance factor Lambda^-1 (Sherman-Morrison updates between
+trainings, a fresh inverse after each), and a round draws each arm's value beta_a . z(x)
+directly: with sigma^2 ~ IG(a, b), beta_a . z ~ N(mu_a . z, sigma^2 z^T Lambda_a^-1 z), the
+distribution of the product under a full draw of beta_a, so the choice is Thompson
+sampling's without a Cholesky factor per round.
 """
 
 from __future__ import annotations
@@ -25,12 +31,14 @@ import jax.numpy as jnp
 from flax import struct
 
 from agents.common import bandit as B
+from agents.common import cpu
 from agents.common.config import check_positive_int, check_real, check_sizes, hparams_from_config
 from agents.common.networks import Encoder
 from agents.common.optim import make_optimizer
 from agents.common.types import Agent, train_loop
 
 SCORE, NAN_METRICS, ACT_INPUT, EPISODIC = B.SCORE, B.NAN_METRICS, B.ACT_INPUT, B.EPISODIC
+PLOT_METRICS, PLOT_STATISTIC = B.PLOT_METRICS, B.PLOT_STATISTIC
 ENV_KINDS = B.CONTEXTUAL_ENV_KINDS
 
 
@@ -108,7 +116,10 @@ class FeatureNetwork(nn.Module):
 @struct.dataclass
 class Params:
     network: Any  # the feature network's variables
-    stats: Any  # the linear models' statistics on z: xtx [k, h, h], xty [k, h], yty [k], n [k]
+    cov: jax.Array  # [k, h, h] Lambda_a^-1 = (Z_a^T Z_a + lambda I)^-1 per arm
+    zty: jax.Array  # [k, h] Z_a^T y_a
+    yty: jax.Array  # [k] y_a^T y_a
+    n: jax.Array  # [k] rounds per arm
     lambda_prior: jax.Array
     a0: jax.Array
     b0: jax.Array
@@ -134,9 +145,27 @@ class State:
     key: jax.Array
 
 
-def _empty_stats(k: int, h: int) -> dict:
-    return {"xtx": jnp.zeros((k, h, h)), "xty": jnp.zeros((k, h)), "yty": jnp.zeros(k),
-            "n": jnp.zeros(k)}
+def sample_values(params: Params, z: jax.Array, key: jax.Array, deterministic: bool = False) -> jax.Array:
+    """[k] draws of beta_a . z under each arm's posterior (their means if `deterministic`)."""
+    mu = jnp.einsum("kij,kj->ki", params.cov, params.zty)  # Lambda^-1 Z^T y
+    mean = mu @ z
+    if deterministic:
+        return mean
+    key_sigma, key_value = jax.random.split(key)
+    a = params.a0 + params.n / 2.0
+    b = params.b0 + jnp.maximum(params.yty - jnp.einsum("ki,ki->k", mu, params.zty), 0.0) / 2.0
+    sigma2 = b / jax.random.gamma(key_sigma, a)
+    variance = jnp.einsum("i,kij,j->k", z, params.cov, z)
+    return mean + jnp.sqrt(sigma2 * jnp.maximum(variance, 0.0)) * jax.random.normal(key_value, mean.shape)
+
+
+def inverse_spd(a: jax.Array) -> jax.Array:
+    """a^-1 [..., h, h] of symmetric positive definite matrices: with a = L L^T, the rows of
+    X = solve(L, I) are the columns of L^-1, and a^-1 = L^-T L^-1 = X X^T."""
+    factor = cpu.cholesky(a)
+    eye = jnp.broadcast_to(jnp.eye(a.shape[-1]), a.shape)
+    x = cpu.solve_lower(factor[..., None, :, :], eye)
+    return x @ jnp.swapaxes(x, -1, -2)
 
 
 def make(config: Config, env, env_params) -> Agent:
@@ -149,19 +178,16 @@ def make(config: Config, env, env_params) -> Agent:
         """argmax_a beta_a . z(x) for a posterior draw (`deterministic`: the posterior means)."""
         key_draw, key_tie = jax.random.split(key)
         z, _ = network.apply(params.network, x)
-        s = params.stats
-        post = B.nig_posterior(s["xtx"], s["xty"], s["yty"], s["n"], params.lambda_prior,
-                               params.a0, params.b0)
-        betas = post.mu if deterministic else B.nig_sample(post, key_draw)
-        return B.argmax_random(key_tie, betas @ z)
+        return B.argmax_random(key_tie, sample_values(params, z, key_draw, deterministic))
 
     def init(key: jax.Array, hparams: Mapping[str, Any] | None = None) -> State:
         key, key_reset, key_net = jax.random.split(key, 3)
         hp = hparams_from_config(HParams, config, hparams)
         obs, env_state = env.reset(key_reset, env_params)
         variables = network.init(key_net, jnp.zeros(d))
-        params = Params(network=variables, stats=_empty_stats(k, h), lambda_prior=hp.lambda_prior,
-                        a0=hp.a0, b0=hp.b0)
+        params = Params(network=variables, cov=jnp.broadcast_to(jnp.eye(h) / hp.lambda_prior, (k, h, h)),
+                        zty=jnp.zeros((k, h)), yty=jnp.zeros(k), n=jnp.zeros(k),
+                        lambda_prior=hp.lambda_prior, a0=hp.a0, b0=hp.b0)
         t = config.total_timesteps
         data = Data(contexts=jnp.zeros((t, d)), actions=jnp.zeros(t, jnp.int32),
                     rewards=jnp.zeros(t), size=jnp.int32(0))
@@ -175,16 +201,18 @@ def make(config: Config, env, env_params) -> Agent:
         action = act(state.params, x, key_act)
         obs, env_state, reward, _, _, info = env.step(key_step, state.env_state, action, env_params)
         z, _ = network.apply(state.params.network, x)
-        s = state.params.stats
-        stats = {"xtx": s["xtx"].at[action].add(jnp.outer(z, z)),
-                 "xty": s["xty"].at[action].add(reward * z),
-                 "yty": s["yty"].at[action].add(reward ** 2), "n": s["n"].at[action].add(1.0)}
+        p = state.params
+        cov = p.cov[action]
+        u = cov @ z  # Sherman-Morrison: (Lambda + z z^T)^-1 = cov - u u^T / (1 + z^T u)
+        params = p.replace(cov=p.cov.at[action].set(cov - jnp.outer(u, u) / (1.0 + z @ u)),
+                           zty=p.zty.at[action].add(reward * z),
+                           yty=p.yty.at[action].add(reward ** 2), n=p.n.at[action].add(1.0))
         i = state.data.size
         data = Data(contexts=state.data.contexts.at[i].set(x),
                     actions=state.data.actions.at[i].set(action),
                     rewards=state.data.rewards.at[i].set(reward), size=i + 1)
         cumulative = state.cumulative_regret + info["regret"]
-        state = state.replace(params=state.params.replace(stats=stats), data=data,
+        state = state.replace(params=params, data=data,
                               env_state=env_state, obs=obs, cumulative_regret=cumulative, key=key)
         return state, {"reward": reward, "regret": info["regret"],
                        "optimal_action": info["optimal"].astype(jnp.float32)}
@@ -210,19 +238,21 @@ def make(config: Config, env, env_params) -> Agent:
             step, (state.params.network, state.opt_state), jax.random.split(key, config.train_steps))
         return variables, opt_state, losses.mean()
 
-    def refit(variables, data: Data) -> dict:
+    def refit(params: Params, variables, data: Data) -> Params:
         """Step 3: the statistics of every arm from all stored rounds, with the new features."""
         z, _ = network.apply(variables, data.contexts)  # [T, h]
         stored = (jnp.arange(data.rewards.shape[0]) < data.size).astype(jnp.float32)
         w = jax.nn.one_hot(data.actions, k) * stored[:, None]  # [T, k]
-        return {"xtx": jnp.einsum("tk,ti,tj->kij", w, z, z), "xty": jnp.einsum("tk,t,ti->ki", w, data.rewards, z),
-                "yty": w.T @ data.rewards ** 2, "n": w.sum(0)}
+        precision = jnp.einsum("tk,ti,tj->kij", w, z, z) + params.lambda_prior * jnp.eye(h)
+        return params.replace(network=variables, cov=inverse_spd(precision),
+                              zty=jnp.einsum("tk,t,ti->ki", w, data.rewards, z),
+                              yty=w.T @ data.rewards ** 2, n=w.sum(0))
 
     def update(state: State) -> tuple[State, dict]:
         state, rounds = jax.lax.scan(play, state, None, config.train_every)
         key, key_train = jax.random.split(state.key)
         variables, opt_state, loss = train(state, key_train)
-        params = state.params.replace(network=variables, stats=refit(variables, state.data))
+        params = refit(state.params, variables, state.data)
         metrics = {name: value.mean() for name, value in rounds.items()}
         metrics.update(cumulative_regret=state.cumulative_regret, loss=loss)
         return state.replace(params=params, opt_state=opt_state, key=key), metrics

@@ -24,6 +24,7 @@ from agents.common.config import check_choice, check_real
 
 SCORE, NAN_METRICS, ACT_INPUT, ENV_KINDS, EPISODIC = (B.SCORE, B.NAN_METRICS, B.ACT_INPUT,
                                                       B.ENV_KINDS, B.EPISODIC)
+PLOT_METRICS, PLOT_STATISTIC = B.PLOT_METRICS, B.PLOT_STATISTIC
 MODELS = ("auto", "bernoulli", "gaussian")
 
 
@@ -77,7 +78,7 @@ class Params:
 def sample_means(params: Params, key: jax.Array) -> jax.Array:
     """One posterior draw of every arm's mean reward [k]."""
     if params.bernoulli:
-        return jax.random.beta(key, params.first, params.second)
+        return B.sample_beta(key, params.first, params.second)
     return params.first + jax.random.normal(key, params.first.shape) / jnp.sqrt(params.second)
 
 

@@ -21,6 +21,7 @@ from agents.common.config import check_real
 
 SCORE, NAN_METRICS, ACT_INPUT, ENV_KINDS, EPISODIC = (B.SCORE, B.NAN_METRICS, B.ACT_INPUT,
                                                       B.ENV_KINDS, B.EPISODIC)
+PLOT_METRICS, PLOT_STATISTIC = B.PLOT_METRICS, B.PLOT_STATISTIC
 
 
 @dataclasses.dataclass(frozen=True)

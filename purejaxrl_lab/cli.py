@@ -488,6 +488,9 @@ def _run(command: str, argv: list[str]) -> int:
             return 0
         results.save(out)
         plot = results.plot(out / "curve.png")
+        for metric in getattr(plan.module, "PLOT_METRICS", ()):
+            results.plot(out / f"curve_{metric}.png", metric=metric,
+                         statistic=getattr(plan.module, "PLOT_STATISTIC", "iqm"))
     finally:
         if claim is not None:
             claim.release()
@@ -495,7 +498,8 @@ def _run(command: str, argv: list[str]) -> int:
     print(results.table())
     print(f"\nresults: {out}/ (summary.json, metrics.jsonl, metrics.npz, params.npz"
           + (", checkpoints/" if plan.checkpoint_dir is not None else "") + ")")
-    print(f"plot:    {plot}")
+    extra = [f"curve_{m}.png" for m in getattr(plan.module, "PLOT_METRICS", ())]
+    print(f"plot:    {plot}" + (f" (and {', '.join(extra)})" if extra else ""))
     return 0
 
 

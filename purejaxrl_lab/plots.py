@@ -183,7 +183,10 @@ def _draw_curve(ax, x: np.ndarray, values: np.ndarray, fn: Callable):
 
     if not x.size:
         return Line2D([], [], color="none")
-    low, high = stats.bootstrap_ci(values.T, fn, num_resamples=1000)
+    # At most ~2e7 resampled values: 1,000 resamples for up to 20k (seed, point) pairs, fewer
+    # (at least 100) beyond, e.g. for a bandit's thousands of runs.
+    resamples = int(np.clip(2e7 / values.size, 100, 1000))
+    low, high = stats.bootstrap_ci(values.T, fn, num_resamples=resamples)
     (line,) = ax.plot(x, fn(values, axis=0))
     ax.fill_between(x, low, high, alpha=0.2, color=line.get_color())
     return line

@@ -266,3 +266,12 @@ def test_the_cpu_cholesky_and_triangular_solves_equal_numpys():
                                rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(cpu.solve_upper(factor, b), np.linalg.solve(upper, np.asarray(b)[..., None])[..., 0],
                                rtol=1e-4, atol=1e-4)
+
+
+def test_beta_draws_follow_the_beta_distribution():
+    from scipy import stats
+
+    for a, b in [(1.0, 1.0), (3.0, 7.0), (0.5, 2.0), (40.0, 3.0)]:  # 0.5: the alpha < 1 boost
+        draws = np.asarray(jax.jit(B.sample_beta)(jax.random.key(0), jnp.full(20_000, a), jnp.full(20_000, b)))
+        assert stats.kstest(draws, stats.beta(a, b).cdf).pvalue > 0.001, (a, b)
+        assert abs(draws.mean() - a / (a + b)) < 0.01

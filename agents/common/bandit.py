@@ -38,6 +38,10 @@ ACT_INPUT = "observation"
 ENV_KINDS = ("bandit", "contextual_bandit")  # non-contextual agents ignore a context
 CONTEXTUAL_ENV_KINDS = ("contextual_bandit",)
 EPISODIC = False  # one never-ending problem per run: no episodes to evaluate
+# The CLI's plots besides the score's: the textbook's average reward and % optimal action,
+# means over runs.
+PLOT_METRICS = ("reward", "optimal_action")
+PLOT_STATISTIC = "mean"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,3 +175,52 @@ def nig_sample(post: Posterior, key: jax.Array) -> jax.Array:
     # Lambda = L L^T, so L^-T z ~ N(0, Lambda^-1).
     noise = cpu.solve_upper(post.chol, z)
     return post.mu + jnp.sqrt(sigma2)[:, None] * noise
+
+
+# --------------------------------------------------------------------------- Beta draws
+
+
+def sample_gamma(key: jax.Array, alpha: jax.Array, proposals: int = 1) -> jax.Array:
+    """Gamma(alpha, 1) draws, shape of `alpha`: Marsaglia & Tsang's (2000) rejection sampler
+    with `proposals` candidates per value drawn at once, then more rounds only for values
+    whose candidates were all rejected (rare: under 5% of candidates are rejected for
+    alpha >= 1), so it is exact. alpha < 1 draws Gamma(alpha + 1) times U^(1 / alpha).
+
+    Faster than `jax.random.gamma` for many small draws at once (Thompson sampling's
+    thousands of arms per round), whose per-value loop runs until the slowest value is done.
+    """
+    alpha = jnp.asarray(alpha, jnp.float32)
+    key, key_boost = jax.random.split(key)
+    boosted = alpha < 1.0
+    d = jnp.where(boosted, alpha + 1.0, alpha) - 1.0 / 3.0
+    c = 1.0 / jnp.sqrt(9.0 * d)
+
+    def propose(key):
+        key_x, key_u = jax.random.split(key)
+        x = jax.random.normal(key_x, (proposals,) + alpha.shape)
+        u = jax.random.uniform(key_u, (proposals,) + alpha.shape)
+        v = (1.0 + c * x) ** 3
+        ok = (v > 0) & (jnp.log(u) < 0.5 * x ** 2 + d - d * v + d * jnp.log(jnp.maximum(v, 1e-30)))
+        first = jnp.argmax(ok, axis=0)
+        value = jnp.take_along_axis(d * v, first[None], axis=0)[0]
+        return ok.any(axis=0), value
+
+    def missing(carry):
+        return ~carry[0].all()
+
+    def again(carry):
+        done, value, i = carry
+        ok, new = propose(jax.random.fold_in(key, i))
+        return done | ok, jnp.where(done, value, new), i + 1
+
+    done, value = propose(jax.random.fold_in(key, 0))
+    _, value, _ = jax.lax.while_loop(missing, again, (done, value, jnp.int32(1)))
+    boost = jax.random.uniform(key_boost, alpha.shape) ** (1.0 / jnp.maximum(alpha, 1e-30))
+    return jnp.where(boosted, value * boost, value)
+
+
+def sample_beta(key: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
+    """Beta(a, b) draws: X / (X + Y) with X ~ Gamma(a), Y ~ Gamma(b) (`sample_gamma`)."""
+    key_a, key_b = jax.random.split(key)
+    x, y = sample_gamma(key_a, a), sample_gamma(key_b, b)
+    return x / (x + y)

@@ -35,6 +35,8 @@ Optional names:
     EPISODIC       False for an agent that plays one never-ending problem per run (a
                    bandit): the lab runs no episode evaluations of it. Default True.
     LOADS          config fields that name saved runs to start from (`init_from`).
+    PLOT_METRICS   metrics the CLI plots besides the score (curve_<metric>.png), with
+                   PLOT_STATISTIC across seeds ("mean", "median" or "iqm", the default).
 
 The functions of `Agent` (`agents.common.types`):
 
