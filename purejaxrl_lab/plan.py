@@ -337,7 +337,8 @@ def action_kind(env_obj, env_params) -> str:
 def agents_for(kind: str) -> list[str]:
     """Registered agents whose ACTION_SPACES include `kind` (agents that declare none fit any)."""
     return [n for n in agents.available()
-            if kind in getattr(agents.get(n), "ACTION_SPACES", ("discrete", "continuous"))]
+            if kind in getattr(agents.get(n), "ACTION_SPACES", ("discrete", "continuous"))
+            and None in getattr(agents.get(n), "ENV_KINDS", (None,))]  # not bandit/tabular
 
 
 def _check_action_space(name: str, module: ModuleType, env_id: str, env_obj, env_params) -> None:

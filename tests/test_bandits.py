@@ -275,3 +275,16 @@ def test_beta_draws_follow_the_beta_distribution():
         draws = np.asarray(jax.jit(B.sample_beta)(jax.random.key(0), jnp.full(20_000, a), jnp.full(20_000, b)))
         assert stats.kstest(draws, stats.beta(a, b).cdf).pvalue > 0.001, (a, b)
         assert abs(draws.mean() - a / (a + b)) < 0.01
+
+
+def test_the_cli_plots_average_reward_and_optimal_action(tmp_path, capsys):
+    from purejaxrl_lab import cli
+
+    out = tmp_path / "ucb"
+    assert cli.main(["train", "ucb", "--env", "KArmedTestbed-v0", "--seeds", "50", "--total-timesteps",
+                     "100", "--out", str(out)]) == 0
+    assert "(and curve_reward.png, curve_optimal_action.png)" in capsys.readouterr().out
+    assert all((out / name).is_file() for name in ("curve.png", "curve_reward.png", "curve_optimal_action.png"))
+    assert cli.main(["train", "linucb", "--env", "KArmedTestbed-v0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "agent linucb needs a contextual bandit" in err[0]

@@ -71,8 +71,9 @@ def test_train_end_to_end_subprocess(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["trian"], "unknown command 'trian'; closest: 'train'"),
-    (["train"], "train needs an AGENT, one of: alphazero, dpo, dqn, grpo, muzero, ppo, ppo_rlhf, pqn, "
-                "reinforce, reward_model, sac, sft"),
+    (["train"], "train needs an AGENT, one of: alphazero, dpo, dqn, dyna_q, epsilon_greedy, "
+                "expected_sarsa, gradient_bandit, grpo, lin_ts, linucb, muzero, neural_linear, ppo, "
+                "ppo_rlhf, pqn, q_learning, reinforce, reward_model, sac, sarsa, sft, thompson, ucb"),
     (["train", "ppp"], "unknown agent 'ppp'; closest: 'ppo'"),
     (["train", "no.such.module"], "agent 'no.such.module': no registered agent of that name"),
     (["train", "ppo", "--env", "CartPole-v2"], "closest: 'CartPole-v1'"),

@@ -146,7 +146,8 @@ def test_cli_trains_lists_and_resumes_it(capsys, tmp_path, monkeypatch):
 
     monkeypatch.setitem(agents._AGENTS, "toy", AGENT)
     assert cli.main(["list"]) == 0
-    assert "toy        counts rounds; scored by regret (lower is better); presets: slow" in \
+    width = max(map(len, agents.available()))  # the name column fits the longest name
+    assert f"{'toy':<{width}} counts rounds; scored by regret (lower is better); presets: slow" in \
         capsys.readouterr().out
     args = ["train", "toy", "--env", ENV, "--seeds", "2", "--total-rounds", "3.072e3",
             "--exploration.epsilon-end", "0.02", "--decay-rounds", "128", "--num-chunks", "4",
