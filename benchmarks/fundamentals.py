@@ -144,7 +144,7 @@ def tabular_figures(runs: int = 100) -> None:
               f"{np.median(path):.1f}, {100 * reach.mean():.0f}% of runs reach the goal (book: "
               f"SARSA's safe path -17, Q-learning's optimal -13) | "
               f"{r.compile_time:.1f} + {r.run_time:.1f} |")
-    maze, wall = timed(lab.sweep, "dyna_q", dyna_q.PRESETS["maze"].__class__(
+    maze, wall = timed(lab.sweep, "dyna_q", dyna_q.Config(
         total_timesteps=12_000, alpha=0.1, epsilon=0.1, gamma=0.95), "DynaMaze-v0", seeds=30,
         grid={"planning_steps": [0, 5, 50]}, eval_every=0)
     print("\n| Figure 8.2 (Dyna maze, 30 runs) | steps in episode 2 | episode 5 | episode 10 | "

@@ -28,7 +28,8 @@ import jax.numpy as jnp
 from flax import struct
 
 from agents.common import cpu
-from agents.common.config import check_positive_int, normalize_fields
+from agents.common.config import (OneStepConfig, check_positive_int, hparams_from_config,
+                                  normalize_fields)
 from agents.common.contract import Score
 from agents.common.types import Agent, train_loop
 
@@ -45,8 +46,10 @@ PLOT_STATISTIC = "mean"
 
 
 @dataclasses.dataclass(frozen=True)
-class BanditConfig:
+class BanditConfig(OneStepConfig):
     """Settings every bandit agent has."""
+
+    UNIT = "rounds"
 
     total_timesteps: int = 1_000
     """Rounds of a run (one round per iteration)."""
@@ -55,17 +58,6 @@ class BanditConfig:
         normalize_fields(self)
         check_positive_int(self, "total_timesteps")
 
-    @property
-    def num_iterations(self) -> int:
-        return self.total_timesteps
-
-    @property
-    def units_per_iteration(self) -> int:
-        return 1
-
-    @property
-    def unit(self) -> str:
-        return "rounds"
 
 
 @struct.dataclass
@@ -90,8 +82,6 @@ def make_bandit(env, env_params, hparams_cls, config, init_params: Callable,
       act: (params, x, key, deterministic=False) -> action.
       learn: (params, x, action, reward, hparams) -> params.
     """
-    from agents.common.config import hparams_from_config
-
     def init(key: jax.Array, hparams: Mapping[str, Any] | None = None) -> BanditState:
         key, key_reset, key_params = jax.random.split(key, 3)
         hp = hparams_from_config(hparams_cls, config, hparams,

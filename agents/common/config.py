@@ -219,6 +219,25 @@ def config_from_dict(config_cls, values: Mapping[str, Any]):
     return with_overrides(config_cls(), values)
 
 
+class OneStepConfig:
+    """Config properties (the contract's) of an agent whose iteration is one step of one
+    environment (or one round of a bandit): `total_timesteps` iterations, counted in `UNIT`."""
+
+    UNIT = "env steps"
+
+    @property
+    def num_iterations(self) -> int:
+        return self.total_timesteps
+
+    @property
+    def units_per_iteration(self) -> int:
+        return 1
+
+    @property
+    def unit(self) -> str:
+        return self.UNIT
+
+
 class EnvStepsConfig:
     """Config properties (the contract's) of an agent whose iteration steps `num_envs`
     environments `num_steps` times: counted in env steps. Mix into the frozen Config class."""

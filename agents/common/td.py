@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from agents.common.config import (check_positive_int, check_real, hparams_from_config,
+from agents.common.config import (OneStepConfig, check_positive_int, check_real,
+                                  hparams_from_config,
                                   normalize_fields)
 from agents.common.contract import Score
 from agents.common.types import Agent
@@ -35,7 +36,7 @@ ENV_KINDS = ("tabular",)
 
 
 @dataclasses.dataclass(frozen=True)
-class TDConfig:
+class TDConfig(OneStepConfig):
     """Settings every tabular TD agent has (the book's names)."""
 
     total_timesteps: int = 100_000
@@ -57,17 +58,6 @@ class TDConfig:
         check_real(self, "gamma", 0.0, 1.0)
         check_real(self, "initial_value")
 
-    @property
-    def num_iterations(self) -> int:
-        return self.total_timesteps
-
-    @property
-    def units_per_iteration(self) -> int:
-        return 1
-
-    @property
-    def unit(self) -> str:
-        return "env steps"
 
 
 @struct.dataclass
@@ -97,13 +87,13 @@ def act(params: dict, x: jax.Array, key: jax.Array, deterministic: bool = False)
     """Epsilon-greedy on Q(x, .) with ties at random; `deterministic`: greedy. x: the state
     index (any batch shape)."""
     x = jnp.asarray(x, jnp.int32)
-    q_s = params["q"][x]
-    keys = jax.random.split(key, (3,) + x.shape)
-    greedy = jax.vmap(greedy_random)(keys[1].reshape(-1), q_s.reshape(-1, q_s.shape[-1])).reshape(x.shape)
+    q_s = params["q"][x].reshape(-1, params["q"].shape[1])
+    key_greedy, key_explore, key_random = jax.random.split(key, 3)
+    greedy = jax.vmap(greedy_random)(jax.random.split(key_greedy, q_s.shape[0]), q_s).reshape(x.shape)
     if deterministic:
         return greedy
-    explore = jax.random.bernoulli(keys[0].reshape(-1)[0], params["epsilon"], x.shape)
-    random = jax.random.randint(keys[2].reshape(-1)[0], x.shape, 0, q_s.shape[-1])
+    explore = jax.random.bernoulli(key_explore, params["epsilon"], x.shape)
+    random = jax.random.randint(key_random, x.shape, 0, q_s.shape[-1])
     return jnp.where(explore, random, greedy).astype(jnp.int32)
 
 
