@@ -136,9 +136,12 @@ def unroll_targets(reward, discount, terminated, truncated, filled, bootstrap, p
     """MuZero's targets along the unroll from windows of stored moves.
 
     Args:
-      reward, discount, terminated, truncated, filled: [B, W] along windows of W >=
-        unroll_steps + td_steps + 1 consecutive moves (`planning.Trajectories` fields; `filled`:
-        the move is stored).
+      reward: [B, W] along windows of W >= unroll_steps + td_steps + 1 consecutive moves
+        (this and the next four are `planning.Trajectories` fields).
+      discount: [B, W] the move's discount.
+      terminated: [B, W] the move ended the game.
+      truncated: [B, W] the game was cut at the move without an outcome.
+      filled: [B, W] the move is stored.
       bootstrap: [B, W] the target network's value of each position.
       policy: [B, W, A] the search's improved policy at each position.
 

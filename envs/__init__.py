@@ -1,4 +1,10 @@
-"""Environments on gymnax 1.0's API, a registry and pure wrappers."""
+"""Environments on gymnax 1.0's API, a registry, pure wrappers and Gymnasium interop.
+
+`to_gymnasium`, `gymnasium_twin` (`envs.interop`) and `envs.render` import Gymnasium's and
+gymnax's renderers on first use.
+"""
+
+import importlib
 
 from envs.bandits import is_bandit, is_contextual
 from envs.registry import is_builtin, make, register, registered
@@ -26,7 +32,18 @@ from envs.wrappers import (
     update_running_stats,
 )
 
+_LAZY = {"to_gymnasium": "envs.interop", "gymnasium_twin": "envs.interop",
+         "GYMNASIUM_IDS": "envs.interop"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'envs' has no attribute {name!r}")
+
+
 __all__ = [
+    "GYMNASIUM_IDS",
     "ClipAction",
     "EpisodeStatistics",
     "EpisodeStatisticsState",
@@ -54,6 +71,8 @@ __all__ = [
     "reset_key",
     "summarize_episodes",
     "tabular_model",
+    "to_gymnasium",
+    "gymnasium_twin",
     "transition",
     "unknown_name_error",
     "update_running_stats",

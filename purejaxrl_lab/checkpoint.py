@@ -12,13 +12,20 @@ A checkpoint holds four items:
            iterations done, chunk length, the iterations of the evaluations.
 orbax writes each checkpoint into a temporary directory and renames it when complete,
 so a process killed during a save leaves the previous checkpoint intact; `latest()`
-only ever sees complete ones.
+only ever sees complete ones. Once complete, a checkpoint gets `digest.json`: the size and
+CRC-32 of each of its files, so that `latest()` also passes over a checkpoint damaged
+since (truncated or altered files), with a warning naming it, for the newest intact one.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
+import tempfile
+import warnings
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +36,8 @@ import numpy as np
 
 FORMAT = 2
 KEEP = 2  # checkpoints kept: the newest, and the one before it while the newest is written
+DIGEST = "digest.json"  # in a checkpoint: its files' relative path -> [size in bytes, CRC-32]
+TMP_SUFFIX = ".orbax-checkpoint-tmp"  # orbax's unfinished checkpoints: STEP.orbax-checkpoint-tmp...
 
 
 def _is_key(x) -> bool:
@@ -100,9 +109,49 @@ class Checkpoints:
         )
 
     def latest(self) -> int | None:
-        """The newest complete checkpoint's step (iterations done), or None."""
+        """The newest complete and intact checkpoint's step (iterations done), or None.
+
+        A newer one that is damaged (a file differs from its digest, or its meta does not
+        read) is passed over, with a warning naming its step."""
         self.manager.reload()
-        return self.manager.latest_step()
+        damaged = []
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            problem = self._damage(step)
+            if problem is None:
+                break
+            damaged.append(f"checkpoint {step} is damaged ({problem})")
+        else:
+            step = None
+        if damaged:
+            warnings.warn(f"{self.directory}: {'; '.join(damaged)}; skipped: the newest intact "
+                          f"checkpoint is " + (f"{step}" if step is not None else "none"),
+                          RuntimeWarning, stacklevel=2)
+        return step
+
+    def _damage(self, step: int) -> str | None:
+        """What is wrong with complete checkpoint `step`, or None if it is intact. One without
+        a digest (saved by an older version, or killed just before writing it) is checked by
+        reading its meta."""
+        path = self.directory / str(step)
+        if (path / DIGEST).is_file():
+            try:
+                saved = json.loads((path / DIGEST).read_text())
+            except (OSError, ValueError):
+                return f"its {DIGEST} does not read"
+            for name, (size, crc) in saved.items():
+                file = path / name
+                if not file.is_file():
+                    return f"{name} is missing"
+                if file.stat().st_size != size:
+                    return f"{name} has {file.stat().st_size} bytes, not the {size} saved"
+                if _crc32(file) != crc:
+                    return f"{name} differs from the file saved"
+            return None
+        try:
+            self.meta(step)
+        except Exception as e:  # whatever orbax or the JSON decoder raise for a damaged file
+            return f"its meta does not read: {type(e).__name__}"
+        return None
 
     def meta(self, step: int) -> dict[str, Any]:
         ocp = self._ocp
@@ -110,16 +159,47 @@ class Checkpoints:
             meta=ocp.args.JsonRestore())).meta)
 
     def save(self, step: int, states, history: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        """Writes checkpoint `step` and waits until it is complete on disk (all processes)."""
+        """Writes checkpoint `step`, waits until it is complete on disk (all processes), then
+        writes its digest.
+
+        Called by the run that owns the directory only: it first removes what an earlier
+        process left unfinished, and the checkpoints at `step` and after (damaged ones a
+        resumed run passed over). A failed save (a full disk) leaves the checkpoints saved
+        before it as they were, removes its unfinished files, and says so.
+        """
         ocp = self._ocp
         params, rest = split_params(states)
-        self.manager.save(step, args=ocp.args.Composite(
-            params=ocp.args.StandardSave(to_storable(params)),
-            state=ocp.args.StandardSave(to_storable(rest)),
-            history=ocp.args.StandardSave({k: np.asarray(v) for k, v in history.items()}),
-            meta=ocp.args.JsonSave(meta),
-        ), force=True)
-        self.manager.wait_until_finished()
+        self._discard_from(step)
+        try:
+            self.manager.save(step, args=ocp.args.Composite(
+                params=ocp.args.StandardSave(to_storable(params)),
+                state=ocp.args.StandardSave(to_storable(rest)),
+                history=ocp.args.StandardSave({k: np.asarray(v) for k, v in history.items()}),
+                meta=ocp.args.JsonSave(meta),
+            ), force=True)
+            self.manager.wait_until_finished()
+        except Exception as e:
+            self._discard_from(step)
+            kept = ", ".join(map(str, self.manager.all_steps())) or "none"
+            message = (f"checkpoint {step} could not be written to {self.directory}; the "
+                       f"checkpoints saved before it are intact ({kept})")
+            if isinstance(e, OSError):
+                raise OSError(e.errno, f"{message}: {e.strerror or e}") from e
+            e.add_note(message)
+            raise
+        path = self.directory / str(step)
+        if jax.process_index() == 0 and path.is_dir():
+            _write_atomically(path / DIGEST, json.dumps(_digest(path)).encode())
+
+    def _discard_from(self, step: int) -> None:
+        """Removes unfinished checkpoints, and complete ones at `step` or later."""
+        if jax.process_index() == 0:
+            for path in self.directory.glob(f"*{TMP_SUFFIX}*"):
+                shutil.rmtree(path, ignore_errors=True)
+        self.manager.reload()
+        for old in self.manager.all_steps():
+            if old >= step:
+                self.manager.delete(old)
 
     def restore(self, step: int, abstract_state) -> tuple[Any, dict[str, np.ndarray]]:
         """(state as host arrays, keys as key data; history) of checkpoint `step`
@@ -144,6 +224,35 @@ class Checkpoints:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def _crc32(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def _digest(directory: Path) -> dict[str, list[int]]:
+    """Every file under `directory` (relative path) -> [size in bytes, CRC-32]."""
+    return {str(p.relative_to(directory)): [p.stat().st_size, _crc32(p)]
+            for p in sorted(directory.rglob("*")) if p.is_file() and p.name != DIGEST}
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Writes `path` under a temporary name, flushed to disk, and renames it into place."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, path.parent.stat().st_mode & 0o666)  # as readable as its directory
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def check_resume(meta: dict[str, Any], expected: dict[str, Any], shape_fields: set[str],

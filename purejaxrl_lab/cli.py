@@ -4,7 +4,8 @@
     purejaxrl-lab sweep AGENT --env ID --seeds N --grid learning_rate=1e-3,3e-4 ent_coef=0,0.01
     purejaxrl-lab plot DIR [DIR ...]
     purejaxrl-lab play RUN_DIR [--seed I] [--first human|agent] [--simulations N]
-    purejaxrl-lab render RUN_DIR --out game.svg
+    purejaxrl-lab render RUN_DIR --out episode.gif|episode.mp4|game.svg|episode.txt
+    purejaxrl-lab eval RUN_DIR [--seed I] [--gymnasium ID] [--episodes N] [--json]
     purejaxrl-lab sample RUN_DIR --prompt "12+34=" [--num N] [--temperature T]
     purejaxrl-lab list
 
@@ -34,7 +35,10 @@ commands:
   sweep AGENT   train every setting of --grid x N seeds in one compiled program; a ranking
   plot DIR...   learning curves and final-score intervals of saved runs and sweeps, compared
   play RUN      play a board game against a trained agent in the terminal
-  render RUN    write the agent's self-play game of a board game as an (animated) SVG
+  render RUN    write a greedy episode as GIF/MP4 (a board game's self-play as SVG, a token
+                task's as text)
+  eval RUN      the mean return of a saved policy with a 95% CI and every episode, in the
+                project's environment or in Gymnasium's own (--gymnasium)
   sample RUN    completions of a trained sequence model for a prompt, with their rewards
   list          the agents (unit, score, presets) and environments (discrete or continuous)
 
@@ -45,7 +49,10 @@ usage: purejaxrl-lab train AGENT [--env ID] [--env-param NAME=VALUE ...] [--seed
        purejaxrl-lab plot DIR [DIR ...] [--out DIR] [--statistic iqm|mean|median]
                           [--metric NAME] [--smoothing K] [--mixed-envs]
        purejaxrl-lab play RUN_DIR [--seed I] [--setting J] [--first human|agent] [--simulations N]
-       purejaxrl-lab render RUN_DIR [--out game.svg] [--seed I] [--setting J] [--simulations N]
+       purejaxrl-lab render RUN_DIR [--out episode.gif|.mp4|game.svg|.txt] [--seed I] [--setting J]
+                            [--fps N] [--max-steps N] [--simulations N]
+       purejaxrl-lab eval RUN_DIR [--seed I] [--setting J] [--episodes N] [--gymnasium ID]
+                          [--eval-seed K] [--sample] [--json]
        purejaxrl-lab sample RUN_DIR --prompt TEXT [--num N] [--temperature T] [--seed I]
        purejaxrl-lab list
        purejaxrl-lab train AGENT --help     (every option, with its meaning)
@@ -54,7 +61,7 @@ usage: purejaxrl-lab train AGENT [--env ID] [--env-param NAME=VALUE ...] [--seed
 AGENT is a registered name (`purejaxrl-lab list`) or an importable module path
 (my_package.my_agent) following the agent contract (agents.common.contract)."""
 
-COMMANDS = ["train", "sweep", "plot", "play", "render", "sample", "list"]
+COMMANDS = ["train", "sweep", "plot", "play", "render", "eval", "sample", "list"]
 
 
 class UsageError(Exception):
@@ -579,9 +586,14 @@ def play(argv: list[str], command: str = "play", read=input) -> int:
 
     @dataclasses.dataclass(frozen=True)
     class RenderArgs(GameArgs):
-        out: str = "game.svg"
-        """The file written: .svg (the whole game, animated) or .png (the final position;
-        needs cairosvg)."""
+        out: str | None = None
+        """The file written: .gif or .mp4 (a greedy episode; default episode.gif), .svg (a
+        board game's self-play, animated; its default game.svg) or .png (its final position;
+        needs cairosvg), .txt (a token task's episode)."""
+        fps: int | None = None
+        """Frames per second of a GIF or MP4 (default: 30 for classic control, else 5)."""
+        max_steps: int | None = None
+        """Stop the episode after this many steps (default: the environment's time limit)."""
 
     args = _tyro(PlayArgs if command == "play" else RenderArgs, argv,
                  prog=f"purejaxrl-lab {command}")
@@ -601,12 +613,97 @@ def play(argv: list[str], command: str = "play", read=input) -> int:
             return 0 if result is not None else 1
         import envs
 
+        if not _is_board_game_run(args.run_dir):
+            return _render_episode(args)
         opponent = P.load_opponent(args.run_dir, args.seed, args.simulations,
                                    games=tuple(envs.board_games.GAMES), setting=args.setting)
-        print(f"wrote {P.render_game(opponent, args.out, args.seed)}")
+        print(f"wrote {P.render_game(opponent, args.out or 'game.svg', args.seed)}")
         return 0
     except P.PlayError as e:
         raise UsageError(str(e)) from None
+
+
+def _is_board_game_run(run_dir: str) -> bool:
+    from envs.board_games import GAMES
+    from purejaxrl_lab.checkpoint import run_record
+
+    try:
+        record, _ = run_record(Path(run_dir))
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(f"run_dir: {e}") from None
+    return record.get("env") in GAMES
+
+
+def _render_episode(args) -> int:
+    from purejaxrl_lab.video import render_episode
+
+    for name in ("fps", "max_steps"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"{name}={value} is not allowed: expected an integer >= 1")
+    if args.simulations is not None:
+        raise UsageError("simulations: only a board game's self-play searches; this run is not on one")
+    try:
+        path = render_episode(args.run_dir, args.out or "episode.gif", args.seed, args.setting,
+                              episode_seed=args.seed, fps=args.fps, max_steps=args.max_steps)
+    except (ValueError, FileNotFoundError) as e:
+        raise UsageError(str(e)) from None
+    print(f"wrote {path}")
+    return 0
+
+
+def evaluate(argv: list[str]) -> int:
+    """`eval`: a saved policy's mean return with a 95% CI and a per-episode table."""
+    import json
+
+    import tyro
+
+    @dataclasses.dataclass(frozen=True)
+    class EvalArgs:
+        run_dir: typing.Annotated[str, tyro.conf.Positional]
+        """Results directory of a run (saved results or checkpoints)."""
+        seed: int = 0
+        """Which of the run's seeds is evaluated."""
+        setting: int | None = None
+        """For a sweep: the index of the setting."""
+        episodes: int = 100
+        """Fresh episodes."""
+        gymnasium: str | None = None
+        """Run the episodes in Gymnasium's own implementation of the run's environment, e.g.
+        CartPole-v1 (classic control, FrozenLake, CliffWalking, Taxi)."""
+        eval_seed: int = 0
+        """Seed of the evaluation's resets and sampled actions (Gymnasium: episode i is reset
+        with eval_seed + i)."""
+        sample: bool = False
+        """Sample actions from the policy instead of acting greedily."""
+        json: bool = False
+        """Print one JSON object (for scripts) instead of the table."""
+
+    args = _tyro(EvalArgs, argv, prog="purejaxrl-lab eval")
+    if args is None:
+        return 0
+    if args.episodes < 1:
+        raise UsageError(f"episodes={args.episodes} is not allowed: expected an integer >= 1")
+    from purejaxrl_lab.evaluation import evaluate as run_evaluation
+
+    try:
+        result = run_evaluation(args.run_dir, episodes=args.episodes, seed=args.eval_seed,
+                                policy_seed=args.seed, setting=args.setting,
+                                deterministic=not args.sample,
+                                gymnasium=args.gymnasium)
+    except (ValueError, FileNotFoundError) as e:
+        raise UsageError(str(e)) from None
+    if args.json:
+        print(json.dumps({"run_dir": args.run_dir, "seed": args.seed, "setting": args.setting,
+                          "deterministic": not args.sample, **result.to_dict()}))
+        return 0
+    print(f"{args.run_dir}: seed {args.seed}" + (f", setting {args.setting}" if args.setting is not None else "")
+          + f", {'sampled' if args.sample else 'greedy'} actions, {result.env}")
+    print(f"{'episode':>8} {'return':>12} {'length':>8}")
+    for i, (ret, length) in enumerate(zip(result.returns, result.lengths)):
+        print(f"{i:>8} {ret:>12.4g} {int(length):>8}")
+    print(result)
+    return 0
 
 
 def sample(argv: list[str]) -> int:
@@ -695,6 +792,8 @@ def main(argv: list[str] | None = None) -> int:
             return plot(rest)
         if command in ("play", "render"):
             return play(rest, command)
+        if command == "eval":
+            return evaluate(rest)
         if command == "sample":
             return sample(rest)
         if command == "list":

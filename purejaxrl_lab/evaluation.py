@@ -118,20 +118,30 @@ class Evaluation:
     Attributes:
       mean: mean return; ci95: its 95% bootstrap confidence interval.
       returns, lengths: per episode [episodes].
+      env: where the episodes ran, e.g. "CartPole-v1" or "Gymnasium's CartPole-v1".
     """
 
     mean: float
     ci95: tuple[float, float]
     returns: np.ndarray
     lengths: np.ndarray
+    env: str = ""
 
     def __str__(self) -> str:
+        where = f" in {self.env}" if self.env else ""
         return (f"mean return {self.mean:.4g} (95% CI [{self.ci95[0]:.4g}, {self.ci95[1]:.4g}]) "
-                f"over {len(self.returns)} episodes")
+                f"over {len(self.returns)} episodes{where}")
+
+    def to_dict(self) -> dict:
+        """The evaluation as JSON-ready values."""
+        return {"env": self.env, "episodes": len(self.returns), "mean": self.mean,
+                "ci95": list(self.ci95), "returns": self.returns.tolist(),
+                "lengths": self.lengths.tolist()}
 
 
 def evaluate(policy, env: Any = None, episodes: int = 100, seed: int = 0, policy_seed: int = 0,
-             setting: int | None = None, deterministic: bool = True) -> Evaluation:
+             setting: int | None = None, deterministic: bool = True,
+             gymnasium: str | bool | None = None) -> Evaluation:
     """The mean return of a policy over `episodes` fresh episodes, with a 95% CI.
 
     Args:
@@ -140,8 +150,12 @@ def evaluate(policy, env: Any = None, episodes: int = 100, seed: int = 0, policy
       env: an environment id or `(env, env_params)`; default: the one the policy trained on,
         with its parameters.
       episodes: how many episodes (run side by side in one compiled program).
-      seed: seed of the evaluation's own randomness (resets, sampled actions).
+      seed: seed of the evaluation's own randomness (resets, sampled actions); in Gymnasium,
+        episode i is reset with seed `seed + i`.
       deterministic: act greedily (the default) or sample.
+      gymnasium: run the episodes in Gymnasium's own implementation of the environment instead
+        (`envs.GYMNASIUM_IDS`: classic control, FrozenLake, CliffWalking, Taxi), one step at a
+        time on the host: True, or Gymnasium's id of the environment.
     """
     from purejaxrl_lab import stats
     from purejaxrl_lab.checkpoint import Policy, load_policy
@@ -153,16 +167,68 @@ def evaluate(policy, env: Any = None, episodes: int = 100, seed: int = 0, policy
         raise ValueError(f"policy={policy!r} is not allowed: expected a Policy or a results directory")
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes={episodes!r} is not allowed: expected an integer >= 1")
-    _, env_obj, env_params = resolve_env(policy.env if env is None else env)
+    env_id, env_obj, env_params = resolve_env(policy.env if env is None else env)
     if env is None:  # the parameters the policy trained with
         from purejaxrl_lab.grid import split
 
         env_params = env_params.replace(**{**policy.env_params, **split(policy.setting)[1]})
     env_params = evaluation_params(env_obj, env_params)
-    run = jax.jit(lambda key, params: run_episodes(key, policy.act, params, env_obj, env_params,
-                                                   episodes, policy.act_input, deterministic,
-                                                   init_carry=policy.init_carry))
-    out = run(jax.random.key(seed), policy.params)
-    returns, lengths = np.asarray(out.returns), np.asarray(out.lengths)
+    if gymnasium not in (None, False):
+        returns, lengths, where = _in_gymnasium(policy, env_id, env_params, gymnasium, episodes,
+                                                seed, deterministic)
+    else:
+        run = jax.jit(lambda key, params: run_episodes(key, policy.act, params, env_obj, env_params,
+                                                       episodes, policy.act_input, deterministic,
+                                                       init_carry=policy.init_carry))
+        out = run(jax.random.key(seed), policy.params)
+        returns, lengths, where = np.asarray(out.returns), np.asarray(out.lengths), env_id
     low, high = stats.bootstrap_ci(returns, stats.mean)
-    return Evaluation(float(returns.mean()), (float(low), float(high)), returns, lengths)
+    return Evaluation(float(returns.mean()), (float(low), float(high)), returns, lengths, where)
+
+
+def _in_gymnasium(policy, env_id: str, env_params, gymnasium_id, episodes: int, seed: int,
+                  deterministic: bool):
+    """Episodes of `policy` in Gymnasium's own implementation of `env_id`, on the host."""
+    from envs.interop import GYMNASIUM_IDS, gymnasium_twin
+
+    twin_id = GYMNASIUM_IDS.get(env_id)
+    if twin_id is None:
+        raise ValueError(f"gymnasium: the policy's environment {env_id} has no implementation in "
+                         f"Gymnasium here; environments that have one: {', '.join(GYMNASIUM_IDS)}")
+    if gymnasium_id is not True and gymnasium_id != twin_id:
+        raise ValueError(f"gymnasium={gymnasium_id!r} is not allowed: the policy acts in {env_id}, "
+                         f"whose Gymnasium implementation is {twin_id!r}")
+    if policy.act_input != "observation":
+        raise ValueError(f"gymnasium: agent {policy.agent} acts on environment states, which "
+                         f"Gymnasium's {twin_id} does not expose; evaluate it in {env_id}")
+    twin = gymnasium_twin(env_id, env_params)
+    space = twin.observation_space
+    obs_dtype = np.int32 if np.issubdtype(space.dtype, np.integer) else np.float32
+    if policy.init_carry is None:
+        act = jax.jit(lambda params, obs, key: policy.act(params, obs, key, deterministic))
+    else:
+        act = jax.jit(lambda params, obs, key, carry: policy.act(params, obs, key, deterministic, carry))
+    key = jax.random.fold_in(jax.random.key(seed), EVAL_STREAM)
+    returns, lengths = np.zeros(episodes), np.zeros(episodes, np.int32)
+    try:
+        for i in range(episodes):
+            obs, _ = twin.reset(seed=seed + i)
+            carry = None if policy.init_carry is None else policy.init_carry(())
+            done = False
+            while not done:
+                key, key_act = jax.random.split(key)
+                x = jnp.asarray(np.asarray(obs, obs_dtype))
+                if carry is None:
+                    action = act(policy.params, x, key_act)
+                else:
+                    action, carry = act(policy.params, x, key_act, carry)
+                action = np.asarray(action)
+                obs, reward, terminated, truncated, _ = twin.step(
+                    int(action) if action.ndim == 0 and np.issubdtype(action.dtype, np.integer)
+                    else action.astype(np.float32))
+                returns[i] += float(reward)
+                lengths[i] += 1
+                done = terminated or truncated
+    finally:
+        twin.close()
+    return returns, lengths, f"Gymnasium's {twin_id}"

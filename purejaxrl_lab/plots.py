@@ -157,7 +157,9 @@ def curves_figure(items: Sequence[tuple[str, np.ndarray, np.ndarray]], statistic
     Args:
       items: (label, x [n], values [seed, n]) per curve.
       statistic: "iqm", "mean" or "median", across seeds at each point.
-      ylabel, xlabel, title: axis labels and title.
+      ylabel: the y-axis label.
+      xlabel: the x-axis label.
+      title: the figure's title.
       smoothing: k >= 1: each seed's values become the trailing mean of its last k points
         before the statistic (the first k-1 points average what exists); 1 is none.
     Returns:
@@ -301,7 +303,8 @@ def learning_curve(result, path: str | os.PathLike, statistic: str = "iqm", metr
       result: a run (metrics [seed, iteration]) or a sweep (metrics [setting, seed, iteration]).
       metric: a key of `result.metrics`; None: the score's metric. "eval_*" metrics plot
         against `eval_units`, others against `units`.
-      statistic, smoothing: as in `curves_figure`.
+      statistic: as in `curves_figure`.
+      smoothing: as in `curves_figure`.
     Returns:
       the Path written.
     """
@@ -346,7 +349,8 @@ def compare(results: Sequence, names: Sequence[str], out_dir: str | os.PathLike,
       results: runs and sweeps, all with the same unit (and score metric when metric is None).
       names: one short name per result.
       metric: a key every result's metrics has; None: their shared score metric.
-      statistic, smoothing: as in `curves_figure`.
+      statistic: as in `curves_figure`.
+      smoothing: as in `curves_figure`.
       allow_mixed_envs: overlay results of different environments.
     Returns:
       the paths written; final_scores.png only when the results share a score metric.

@@ -243,9 +243,11 @@ class _Run:
         needed; it may already hold the run's checkpoints/ and logs, never another run's
         results).
 
-        Each file is written under a temporary name and renamed into place when complete,
-        summary.json last: an interrupted save leaves no summary.json, so nothing reads
-        partial results, and existing results are never overwritten. Files get the
+        Every file is first written in full under a temporary name in `directory` and flushed
+        to disk; only then are they renamed into place, summary.json last. A save that fails
+        (a full disk) removes its temporary files and changes nothing there; one killed
+        leaves no summary.json, so nothing reads partial results, and the next save removes
+        its temporary files. Existing results are never overwritten. Files get the
         permissions of the user's umask.
         """
         directory = Path(directory)
@@ -253,15 +255,17 @@ class _Run:
             raise FileExistsError(f"out={str(directory)!r} already holds results (summary.json); "
                                   f"choose a new directory")
         directory.mkdir(parents=True, exist_ok=True)
-        write = _writer(directory)
-        write("metrics.npz", lambda f: np.savez(f, **self.metrics))
-        write("metrics.jsonl", lambda f: f.writelines((json.dumps(row) + "\n").encode()
-                                                      for row in self._rows()))
-        if self.params is not None:
-            write("params.npz", lambda f: np.savez(f, **params_to_arrays(self.params)))
         summary = {**self.summary(), **self._record()}
-        write("summary.json", lambda f: f.write(
-            (json.dumps(summary, indent=2, default=_json) + "\n").encode()))
+        contents = {
+            "metrics.npz": lambda f: np.savez(f, **self.metrics),
+            "metrics.jsonl": lambda f: f.writelines((json.dumps(row) + "\n").encode()
+                                                    for row in self._rows()),
+            "params.npz": (None if self.params is None else
+                           lambda f: np.savez(f, **params_to_arrays(self.params))),
+            "summary.json": lambda f: f.write(
+                (json.dumps(summary, indent=2, default=_json) + "\n").encode()),
+        }
+        _write_all(directory, {name: fill for name, fill in contents.items() if fill is not None})
         self.directory = directory
         return directory
 
@@ -575,23 +579,52 @@ def params_from_arrays(arrays: dict[str, np.ndarray], abstract_params):
 # --------------------------------------------------------------------------- formatting
 
 
-def _writer(directory: Path):
-    """write(name, fill): fills a temporary file, gives it the umask's permissions, renames it."""
+def _write_all(directory: Path, contents: dict[str, Callable]) -> None:
+    """Writes files `contents` (name -> fill(binary file)) into `directory` all or none.
+
+    Each is filled under a temporary name (".NAME.*.tmp"), flushed to disk and given the
+    umask's permissions; once all are written they are renamed into place in order and the
+    directory is flushed. A write that fails removes the temporary files and raises, naming
+    the file; temporary files an earlier, killed save left are removed first.
+    """
+    for name in contents:
+        for stale in directory.glob(f".{name}.*"):
+            stale.unlink(missing_ok=True)
     umask = os.umask(0)
     os.umask(umask)
-
-    def write(name: str, fill) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
-        try:
+    written: dict[str, str] = {}
+    try:
+        for name, fill in contents.items():
+            fd, written[name] = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
             with os.fdopen(fd, "wb") as f:
                 fill(f)
-            os.chmod(tmp, 0o666 & ~umask)
-            os.replace(tmp, directory / name)
-        except BaseException:
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(written[name], 0o666 & ~umask)
+    except BaseException as e:
+        for tmp in written.values():
             Path(tmp).unlink(missing_ok=True)
-            raise
+        if isinstance(e, OSError):
+            raise OSError(e.errno, f"results could not be saved to {str(directory)!r}: writing "
+                          f"{name} failed ({e.strerror or e}); nothing there was changed") from e
+        raise
+    for name, tmp in written.items():
+        os.replace(tmp, directory / name)
+    _sync_directory(directory)
 
-    return write
+
+def _sync_directory(directory: Path) -> None:
+    """Flushes `directory`'s entries (the renames) to disk, where the system allows it."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _num(v, digits: int = 4) -> str:

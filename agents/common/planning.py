@@ -238,8 +238,11 @@ def n_step_values(reward: jax.Array, discount: jax.Array, terminated: jax.Array,
     bootstrap value of a position (a target network's, from its mover's view).
 
     Args:
-      reward, discount, terminated, truncated, filled: [B, W] along the window
-        (W >= num_targets + n); `filled`: the move is stored (not past the newest).
+      reward: [B, W] along the window (W >= num_targets + n), the mover's reward.
+      discount: [B, W] the move's discount.
+      terminated: [B, W] the move ended the game.
+      truncated: [B, W] the game was cut at the move without an outcome.
+      filled: [B, W] the move is stored (not past the newest).
       bootstrap: [B, W] the value of each position of the window.
 
     Returns:

@@ -76,12 +76,13 @@ def grpo_loss(log_prob: jax.Array, old_log_prob: jax.Array, ref_log_prob: jax.Ar
         dr_grpo  masked sum / (B x max_completion_length).
 
     Args:
-      log_prob, old_log_prob, ref_log_prob: [B, T] per-token log-probs under the policy being
-        optimised, the one that sampled, and the reference.
+      log_prob: [B, T] per-token log-probs under the policy being optimised.
+      old_log_prob: [B, T] per-token log-probs under the policy that sampled.
+      ref_log_prob: [B, T] per-token log-probs under the reference.
       advantages: [B], one per completion.
       mask: [B, T], 1 for the completion's tokens.
-      epsilon, epsilon_high: the clipping range [1 - epsilon, 1 + epsilon_high]; epsilon_high
-        None means epsilon.
+      epsilon: the lower clipping bound, 1 - epsilon.
+      epsilon_high: the upper clipping bound, 1 + epsilon_high; None means epsilon.
       beta: weight of the KL penalty to the reference (0: no reference needed).
       max_completion_length: for dr_grpo; default T.
     """

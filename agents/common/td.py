@@ -72,7 +72,7 @@ class TDState:
 
 
 def greedy_random(key: jax.Array, q_s: jax.Array) -> jax.Array:
-    """argmax_a q_s[a] [A], ties broken uniformly at random."""
+    """argmax_a q_s[a] over the actions of q_s [A], ties broken uniformly at random."""
     return jax.random.categorical(key, jnp.where(q_s >= q_s.max(), 0.0, -jnp.inf)).astype(jnp.int32)
 
 
@@ -112,7 +112,8 @@ def make_td(config: TDConfig, env, env_params, hparams_cls, target: Callable,
       target: (q, s_next, a_next, hparams) -> the bootstrap value of S' (a_next: the
         epsilon-greedy A' chosen at S').
       on_policy_next: act with the A' chosen on the previous step (SARSA).
-      init_model, plan: Dyna's model: `init_model(num_states, num_actions)` and
+      init_model: Dyna's model, `init_model(num_states, num_actions)`.
+      plan: Dyna's planning,
         `plan(key, q, model, s, a, r, s_next, terminated, hparams) -> (q, model)`.
     """
     from envs.wrappers import EpisodeStatistics

@@ -106,7 +106,8 @@ def n_step_return(
 
     Args:
       r_t: rewards of n consecutive steps [n].
-      terminated_t, truncated_t: episode ends of those steps [n].
+      terminated_t: whether each of those steps terminated its episode [n].
+      truncated_t: whether each of those steps truncated its episode [n].
       gamma: discount factor.
 
     Returns:
@@ -143,8 +144,10 @@ def q_lambda_targets(
     Args:
       r_t: rewards [T].
       q_next_t: max_a Q at the state each step reached [T].
-      terminated_t, truncated_t: episode ends [T].
-      gamma: discount factor; lambda_: trace parameter.
+      terminated_t: the step terminated its episode [T].
+      truncated_t: the step truncated its episode [T].
+      gamma: discount factor.
+      lambda_: trace parameter.
 
     Returns:
       targets G_t [T], with no gradient through them.
@@ -199,7 +202,8 @@ def squashed_gaussian(key: jax.Array, mean: jax.Array, log_std: jax.Array):
 
     Args:
       key: the sampling key.
-      mean, log_std: the Gaussian's parameters [..., A].
+      mean: the Gaussian's mean [..., A].
+      log_std: the Gaussian's log standard deviation [..., A].
 
     Returns:
       (action in (-1, 1) [..., A], log_prob [...]).
@@ -223,7 +227,8 @@ def sac_critic_target(r_t: jax.Array, discount_t: jax.Array, q_t: jax.Array,
     """r_t + discount_t * (min_i q_t[i] - alpha * log pi(a_t|s_t)), a_t ~ pi(s_t).
 
     Args:
-      r_t, discount_t: reward and discount (0 past a termination) [].
+      r_t: reward [].
+      discount_t: discount (0 past a termination) [].
       q_t: the target critics' values of (s_t, a_t) [num_critics].
       log_prob_t: log pi(a_t|s_t) [].
       alpha: the entropy temperature [].
