@@ -25,6 +25,7 @@ import sys
 import time
 import types
 import typing
+import warnings
 from pathlib import Path
 
 SUMMARY = """purejaxrl-lab: train reinforcement-learning agents over many seeds and settings as one
@@ -111,6 +112,10 @@ def _args_type(config_cls, command: str = "train"):
         """Fresh episodes per evaluation."""
         checkpoint_every: int = 5
         """Checkpoint into OUT/checkpoints every this many chunks and at the end (0: never)."""
+        stop_on_nan: bool = False
+        """Stop after the chunk in flight once any run's metrics go NaN or infinite; the results
+        so far are saved (and a checkpoint where it stopped). Without it the run goes on, and
+        the console and summary name the runs and the iteration where they diverged."""
         resume: str | None = None
         """Continue the run in this results directory from its newest checkpoint; options
         default to the checkpointed run's, and results are written there."""
@@ -472,7 +477,8 @@ def _run(command: str, argv: list[str]) -> int:
             checkpoint_dir=checkpoints if resume is None else None,
             checkpoint_every=max(1, args.checkpoint_every),
             resume=out / "checkpoints" if resume is not None else None,
-            eval_every=args.eval_every, eval_episodes=args.eval_episodes, **sweep_kwargs)
+            eval_every=args.eval_every, eval_episodes=args.eval_episodes,
+            stop_on_nan=args.stop_on_nan, **sweep_kwargs)
         if resume is not None and args.checkpoint_every == 0:
             plan = dataclasses.replace(plan, checkpoint_dir=None)
         if args.compilation_cache:
@@ -485,7 +491,9 @@ def _run(command: str, argv: list[str]) -> int:
         sinks = (loggers.make(args.log, out, config=dataclasses.asdict(plan.config), run_name=out.name,
                               step_name=plan.config.unit.replace(" ", "_")) if main_process else [])
         try:
-            results = runner.execute(plan, progress=args.progress, loggers=sinks)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                results = runner.execute(plan, progress=args.progress, loggers=sinks)
         except ContractError as e:  # found in the traced programs: the agent's fault, not the input's
             raise UsageError(str(e)) from None
         finally:
@@ -508,6 +516,11 @@ def _run(command: str, argv: list[str]) -> int:
     extra = [f"curve_{m}.png" for m in getattr(plan.module, "PLOT_METRICS", ())]
     print(f"plot:    {plot}" + (f" (and {', '.join(extra)})" if extra else ""))
     return 0
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning during a run as one line on stderr (no source line)."""
+    print(f"purejaxrl-lab: warning: {message}", file=sys.stderr if file is None else file)
 
 
 # --------------------------------------------------------------------------- plot and list

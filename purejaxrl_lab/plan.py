@@ -161,6 +161,7 @@ class Plan:
     checkpoint_every: int = 5
     resume_step: int | None = None  # the checkpoint to continue from
     loaded: dict | None = None  # config field -> the Policy of the saved run it names (LOADS)
+    stop_on_nan: bool = False  # stop after the chunk in flight once a metric goes non-finite
 
     @property
     def num_settings(self) -> int:
@@ -471,12 +472,15 @@ def prepare(agent: str | ModuleType, config: Any = None, env: Any = "CartPole-v1
             settings: Sequence | Mapping | None = None, sweep: bool = False, num_chunks: int = 20,
             devices: int | None = None, checkpoint_dir: str | Path | None = None,
             checkpoint_every: int = 5, resume: str | Path | None = None,
-            eval_every: int | None = None, eval_episodes: int = 10) -> Plan:
+            eval_every: int | None = None, eval_episodes: int = 10,
+            stop_on_nan: bool = False) -> Plan:
     """Resolves and checks every input of `run` / `sweep`; raises ValueError, compiles nothing.
 
     `eval_every=None` evaluates about `EVALUATIONS_PER_RUN` times per run; 0 never. A resumed
     run keeps the chunking of its checkpoint (`num_chunks` is taken from it).
     """
+    if not isinstance(stop_on_nan, (bool, np.bool_)):
+        raise ValueError(f"stop_on_nan={stop_on_nan!r} is not allowed: expected True or False")
     name, module = resolve_agent(agent)
     config = resolve_config(module, config)
     if config.num_iterations >= 2**31:  # iteration counters are int32 arrays
@@ -518,7 +522,7 @@ def prepare(agent: str | ModuleType, config: Any = None, env: Any = "CartPole-v1
     plan = Plan(name, module, config, env_id, env_obj, env_params, seed_list, swept, swept_dtypes,
                 num_chunks, device_list, built,
                 eval_every=eval_every, eval_episodes=eval_episodes, checkpoint_every=checkpoint_every,
-                loaded=loaded)
+                loaded=loaded, stop_on_nan=stop_on_nan)
     _check_env_sweep(plan)
     if resumed is not None:
         directory, step, meta = resumed

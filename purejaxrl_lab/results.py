@@ -120,6 +120,7 @@ class _Run:
     act: Callable | None = dataclasses.field(default=None, repr=False, compare=False)
     init_carry: Callable | None = dataclasses.field(default=None, repr=False, compare=False)
     directory: Path | None = dataclasses.field(default=None, compare=False)
+    stopped: dict[str, Any] | None = None  # {"iteration", "of", "reason"}: a run stopped early
 
     KIND = "run"
 
@@ -189,6 +190,18 @@ class _Run:
                 out[name] = [self._run_label(idx) for idx in zip(*np.nonzero(bad))]
         return out
 
+    def divergence(self) -> list[dict[str, Any]]:
+        """The runs whose metrics went non-finite (the agent's NaN-by-design metrics excluded),
+        each with the first iteration where one did and the metrics that did there:
+        [{"seed": 3, "iteration": 120, "metrics": ["loss"]}, ...] (a sweep's also name
+        their "setting" index), in the order of the runs."""
+        values = {n: v for n, v in self.metrics.items()
+                  if n not in self.nan_metrics and not n.startswith(EVAL_PREFIX) and v.size}
+        return [{**labels, "iteration": it, "metrics": names}
+                for (index, labels), (it, names) in zip(self._run_indices(), first_non_finite(
+                    {n: v.reshape(-1, v.shape[-1]) for n, v in values.items()}))
+                if it is not None]
+
     def _run_label(self, idx):
         raise NotImplementedError
 
@@ -204,7 +217,8 @@ class _Run:
             "state_bytes_per_run": self.state_bytes, "resumed_from": self.resumed_from,
             "compilations": self.compilations, "compilation_cache_hits": self.cache_hits,
             "score": {**dataclasses.asdict(self.score), "definition": score_definition(self.score)},
-            "non_finite_metrics": self.non_finite(),
+            "non_finite_metrics": self.non_finite(), "divergence": self.divergence(),
+            "stopped": self.stopped,
         }
 
     def _record(self) -> dict[str, Any]:
@@ -212,7 +226,8 @@ class _Run:
         return {"config": self.config, "seeds": self.seeds, "env_params": self.env_params,
                 "units_per_iteration": self.units_per_iteration, "nan_metrics": list(self.nan_metrics),
                 "eval_iterations": list(self.eval_iterations), "agent_module": self.agent_module,
-                "act_input": self.act_input, "versions": self.versions, "device": self.device}
+                "act_input": self.act_input, "versions": self.versions, "device": self.device,
+                "stopped": self.stopped}
 
     def summary(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -321,7 +336,7 @@ class _Run:
                       resumed_from=s["resumed_from"], compilations=s["compilations"],
                       cache_hits=s["compilation_cache_hits"], state_bytes=s["state_bytes_per_run"],
                       runs_in_program=s["runs_in_program"], agent_module=s["agent_module"],
-                      act_input=s["act_input"], directory=directory)
+                      act_input=s["act_input"], directory=directory, stopped=s.get("stopped"))
         if s["kind"] == SweepResults.KIND:
             return SweepResults(settings=s["settings"], **common)
         return Results(setting=s.get("setting"), **common)
@@ -402,6 +417,7 @@ class Results(_Run):
             e = s["final_evaluation"]
             rows.append(("evaluation return mean", f"{_num(e['mean'])}  95% CI {_ci(e['mean_ci95'])}"
                          f"  (greedy policy after {e['iterations']} iterations)"))
+        rows += _divergence_rows(self)
         if self.state_bytes is not None:
             rows.append(("state per seed", _bytes(self.state_bytes)))
         rows.append(("device", _device(self.device)))
@@ -540,6 +556,7 @@ class SweepResults(_Run):
                   f"{self.throughput:,.0f} {self.unit}/s, "
                   + (f"state {_bytes(self.state_bytes)} per run, " if self.state_bytes else "")
                   + f"device {_device(self.device)}"]
+        lines += [f"{k}: {v}" for k, v in _divergence_rows(self)]
         return "\n".join(lines)
 
     def _run_indices(self):
@@ -552,6 +569,48 @@ class SweepResults(_Run):
         """Writes a PNG with one learning curve per setting (`statistic` across seeds, 95%
         bootstrap band); arguments as `Results.plot`."""
         return self._plot(path, statistic, metric, smoothing)
+
+
+# --------------------------------------------------------------------------- divergence
+
+
+def first_non_finite(metrics: dict[str, np.ndarray]) -> list[tuple[int | None, list[str]]]:
+    """For each run (row of the [run, iteration] arrays): the first iteration where any of
+    `metrics` is NaN or infinite, and the metrics that are there; (None, []) for a run whose
+    values are all finite."""
+    if not metrics:
+        return []
+    bad = {n: ~np.isfinite(v) for n, v in metrics.items()}
+    out = []
+    for r in range(next(iter(bad.values())).shape[0]):
+        firsts = {n: int(np.argmax(b[r])) for n, b in bad.items() if b[r].any()}
+        if not firsts:
+            out.append((None, []))
+            continue
+        it = min(firsts.values())
+        out.append((it, sorted(n for n, f in firsts.items() if f == it)))
+    return out
+
+
+def describe_divergence(entries: list[dict[str, Any]]) -> str:
+    """One line naming each diverged run and where: "seed 3 from iteration 120 (loss); ..."."""
+    parts = []
+    for e in entries:
+        run = (f"setting {e['setting']} seed {e['seed']}" if "setting" in e else f"seed {e['seed']}")
+        parts.append(f"{run} from iteration {e['iteration']} ({', '.join(e['metrics'])})")
+    return "; ".join(parts)
+
+
+def _divergence_rows(r: _Run) -> list[tuple[str, str]]:
+    rows = []
+    entries = r.divergence()
+    if entries:
+        shown = describe_divergence(entries[:8]) + (f"; and {len(entries) - 8} more" if len(entries) > 8 else "")
+        rows.append((f"non-finite ({len(entries)} of {r.num_runs} runs)", shown))
+    if r.stopped:
+        rows.append(("stopped", f"after iteration {r.stopped['iteration']} of {r.stopped['of']}: "
+                                f"{r.stopped['reason']}"))
+    return rows
 
 
 # --------------------------------------------------------------------------- params files

@@ -34,7 +34,7 @@ from purejaxrl_lab import programs as programs_lib
 from purejaxrl_lab.loggers import Logger, log_chunk, log_evaluation
 from purejaxrl_lab.plan import Plan, prepare
 from purejaxrl_lab.evaluation import EVAL_PREFIX
-from purejaxrl_lab.results import Results, SweepResults
+from purejaxrl_lab.results import Results, SweepResults, describe_divergence, first_non_finite
 
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "gymnax", "distrax", "chex", "numpy",
             "orbax-checkpoint", "purejaxrl-lab")
@@ -133,12 +133,35 @@ def _train(plan: Plan, layout, programs: programs_lib.Programs, keys_in, setting
     first_iteration = iterations_done
     seconds_per_chunk = None  # measured over the calls read so far
     score = plan.module.SCORE
+    nan_by_design = set(plan.module.NAN_METRICS)
+    diverged = np.zeros(plan.batch, bool)
+    stopping = False
+
+    def watch(host: dict[str, np.ndarray], iterations_before: int) -> None:
+        """Says which runs' metrics went non-finite, from which iteration (once per run); with
+        `stop_on_nan`, the run stops after the call in flight."""
+        nonlocal stopping
+        found = []
+        watched = {k: v for k, v in host.items() if k not in nan_by_design}
+        for r, (it, names) in enumerate(first_non_finite(watched)):
+            if it is not None and not diverged[r]:
+                diverged[r] = True
+                n = len(plan.seeds)
+                run = ({"setting": r // n, "seed": plan.seeds[r % n]} if plan.settings is not None
+                       else {"seed": plan.seeds[r]})
+                found.append({**run, "iteration": iterations_before + it, "metrics": names})
+        if found:
+            stopping = stopping or plan.stop_on_nan
+            warnings.warn(f"non-finite values in metrics: {describe_divergence(found)}"
+                          + ("; stopping after the chunk in flight (stop_on_nan)" if plan.stop_on_nan else ""),
+                          RuntimeWarning, stacklevel=2)
 
     def read(call: _Call) -> None:
         """Brings a finished call's metrics to the host; logs them; updates the progress."""
         nonlocal seconds_per_chunk
         host = {k: np.asarray(v)[: plan.batch, :call.iterations] for k, v in call.metrics.items()}
         history.chunks.append(host)
+        watch(host, call.iterations_before)
         elapsed = time.perf_counter() - t0
         ran = call.iterations_before + call.iterations - first_iteration
         seconds_per_chunk = elapsed * chunk_len / ran
@@ -163,8 +186,17 @@ def _train(plan: Plan, layout, programs: programs_lib.Programs, keys_in, setting
 
     in_flight = None
     chunks_done = iterations_done // chunk_len  # a checkpoint is at a chunk boundary
+    saved_at = plan.resume_step
+
+    def save_checkpoint() -> None:
+        nonlocal saved_at
+        store.save(iterations_done, states, history.metrics(), {
+            **plan.meta(), "done": iterations_done, "padded": layout.padded,
+            "chunk_length": chunk_len, "eval_iterations": history.eval_iterations})
+        saved_at = iterations_done
+
     try:
-        while iterations_done < num_iterations:
+        while iterations_done < num_iterations and not stopping:
             limit = min(max_chunks, plan.total_chunks - chunks_done,
                         calls.chunks_until_due(chunks_done, plan.eval_every),
                         calls.chunks_until_due(chunks_done, plan.checkpoint_every if store else 0))
@@ -185,23 +217,27 @@ def _train(plan: Plan, layout, programs: programs_lib.Programs, keys_in, setting
             if evaluation_due:
                 evaluate(states, iterations_done)
             if checkpoint_due:
-                store.save(iterations_done, states, history.metrics(), {
-                    **plan.meta(), "done": iterations_done, "padded": layout.padded,
-                    "chunk_length": chunk_len, "eval_iterations": history.eval_iterations})
+                save_checkpoint()
         if in_flight is not None:
             read(in_flight)
         jax.block_until_ready(states)
+        if stopping and store is not None and saved_at != iterations_done:
+            save_checkpoint()  # everything so far, for a look at the state that diverged
     finally:
         if bar is not None:
             bar.close()
         if store is not None:
             store.close()
     run_time = time.perf_counter() - t0
-    return _results(plan, layout, programs, states, history, run_time)
+    stopped = None
+    if stopping and iterations_done < num_iterations:
+        stopped = {"iteration": iterations_done, "of": num_iterations,
+                   "reason": "non-finite metrics (stop_on_nan)"}
+    return _results(plan, layout, programs, states, history, run_time, stopped)
 
 
 def _results(plan: Plan, layout, programs: programs_lib.Programs, states, history: _History,
-             run_time: float) -> Results | SweepResults:
+             run_time: float, stopped: dict | None = None) -> Results | SweepResults:
     config = plan.config
     metrics = history.metrics()
     if layout.padding:
@@ -218,17 +254,13 @@ def _results(plan: Plan, layout, programs: programs_lib.Programs, states, histor
         state_bytes=programs_lib.state_bytes(programs.abstract_states, layout.padded),
         runs_in_program=plan.batch, agent_module=plan.module.__name__,
         act_input=plan.module.ACT_INPUT, params=runtime.to_host(states.params),
-        final_state=states, act=plan.agent.act, init_carry=plan.agent.init_carry,
+        final_state=states, act=plan.agent.act, init_carry=plan.agent.init_carry, stopped=stopped,
     )
     if plan.settings is None:
         results = Results(metrics=metrics, **common)
     else:
         shaped = {k: v.reshape(plan.num_settings, len(plan.seeds), -1) for k, v in metrics.items()}
         results = SweepResults(settings=plan.settings, metrics=shaped, **common)
-    bad = results.non_finite()
-    if bad:
-        detail = "; ".join(f"{k} ({v})" for k, v in bad.items())
-        warnings.warn(f"non-finite values in metrics: {detail}", RuntimeWarning, stacklevel=4)
     return results
 
 
@@ -261,6 +293,7 @@ def run(
     checkpoint_every: int = 5,
     resume: str | Path | None = None,
     loggers: Sequence[Logger] = (),
+    stop_on_nan: bool = False,
 ) -> Results:
     """Trains `agent` on `env` for every seed, in one compiled program.
 
@@ -292,16 +325,20 @@ def run(
         continue from its newest complete checkpoint; the result is bit-identical to a
         run that was never stopped. Inputs must match the checkpointed run.
       loggers: sinks receiving per-iteration means across seeds (see `loggers`).
+      stop_on_nan: stop the whole run after the chunk in flight once a metric of any seed
+        is NaN or infinite (the agent's NaN-by-design metrics excepted), with a checkpoint
+        of where it stopped; the results hold the iterations done and say so (`stopped`).
 
     Returns:
-      `Results` with metrics [seed, iteration]; warns if a metric went non-finite.
+      `Results` with metrics [seed, iteration]. While it runs, a RuntimeWarning names every
+      seed whose metrics go non-finite and from which iteration (`Results.divergence()`).
 
     Raises:
       ValueError: bad input, before anything is compiled.
     """
     plan = prepare(agent, config, env, seeds, num_chunks=num_chunks, devices=devices,
                    checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume,
-                   eval_every=eval_every, eval_episodes=eval_episodes)
+                   eval_every=eval_every, eval_episodes=eval_episodes, stop_on_nan=stop_on_nan)
     return execute(plan, progress=progress, loggers=loggers)
 
 
@@ -322,19 +359,21 @@ def sweep(
     checkpoint_every: int = 5,
     resume: str | Path | None = None,
     loggers: Sequence[Logger] = (),
+    stop_on_nan: bool = False,
 ) -> SweepResults:
     """Trains every setting x every seed as ONE compiled program (vmap over both).
+
+    Arguments not listed here are as in `run`.
 
     Args:
       grid: name -> values, run as their cartesian product; or
       settings: an explicit list of settings (or name -> equal-length value lists).
         Names are tunable hyperparameters of the agent (fields of its `state.hparams`,
-        float or int, e.g. "learning_rate") or environment parameters as "env.<field>"
+        float or int, e.g. "learning_rate") or environment parameters as `env.<field>`
         (e.g. "env.length"). Fields fixed when the program is built are refused by name.
       seeds: the seeds every setting runs with; setting j with seed i is the plain `run`
         with that setting and seed (bit-identical when each device holds as many runs in
         both; otherwise XLA's shape-specific kernels round differently in the last bits).
-      Other arguments as in `run`.
 
     Returns:
       `SweepResults` with metrics [setting, seed, iteration], a ranking and `best()`.
@@ -342,5 +381,5 @@ def sweep(
     plan = prepare(agent, config, env, seeds, grid=grid, settings=settings, sweep=True,
                    num_chunks=num_chunks, devices=devices, checkpoint_dir=checkpoint_dir,
                    checkpoint_every=checkpoint_every, resume=resume, eval_every=eval_every,
-                   eval_episodes=eval_episodes)
+                   eval_episodes=eval_episodes, stop_on_nan=stop_on_nan)
     return execute(plan, progress=progress, loggers=loggers)

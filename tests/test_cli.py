@@ -257,3 +257,21 @@ def test_env_params_are_recorded_and_resumed(capsys, tmp_path, monkeypatch):
     # A board-game run of an agent without search: play takes no --simulations.
     line = one_line_error(capsys, "play", "run", "--simulations", "8")
     assert "the run's agent (ppo) does not search; leave it out" in line
+
+
+def test_stop_on_nan_from_the_command_line(capsys, tmp_path):
+    """A diverging run: one warning line names the seeds and the iteration; --stop-on-nan stops
+    it early, and the table and summary say where."""
+    status, out, err = run_cli(capsys, "train", "ppo", "--seeds", "2", "--out", tmp_path / "run",
+                               "--env-param", "force_mag=3e38", "--stop-on-nan", "--checkpoint-every", "0",
+                               *SMALL)
+    assert status == 0, err
+    assert err.splitlines()[0].startswith("purejaxrl-lab: warning: non-finite values in metrics: seed 0 "
+                                          "from iteration 0 (")
+    assert "stopping after the chunk in flight (stop_on_nan)" in err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["stopped"]["of"] == 6 and summary["stopped"]["iteration"] < 6
+    assert [d["seed"] for d in summary["divergence"]] == [0, 1]
+    row = next(line for line in out.splitlines() if line.startswith("stopped "))
+    assert row.split(None, 1)[1] == (f"after iteration {summary['stopped']['iteration']} of 6: "
+                                     f"non-finite metrics (stop_on_nan)")

@@ -208,11 +208,38 @@ def test_discrete_only_option_on_continuous_env_is_refused():
         check_action_space(Cfg(double_q=True), discrete=False, env_name="Pendulum-v1")
 
 
-def test_non_finite_losses_warn():
-    env, params = envs.make("CartPole-v1", force_mag=float("inf"))
-    with pytest.warns(RuntimeWarning, match="non-finite values in metrics: .*loss"):
-        r = lab.run("ppo", SMALL, (env, params), seeds=1, progress=False)
-    assert "loss" in r.non_finite()
+def test_divergence_names_runs_and_iterations_and_stop_on_nan_stops(tmp_path):
+    """A sweep whose second setting pushes the cart with a force of 3e38: its losses are NaN
+    from the first iteration. The warning, `divergence()` and the summary name exactly those
+    runs; the finite setting is not named. With stop_on_nan the sweep stops early, its results
+    and a checkpoint where it stopped are saved, and they load back."""
+    env = envs.make("CartPole-v1")
+    config = dataclasses.replace(SMALL, total_timesteps=SMALL.total_timesteps * 4)  # 24 iterations
+    grid = {"env.force_mag": [10.0, 3e38]}  # the second overflows the cart's state at once
+    with pytest.warns(RuntimeWarning, match=r"non-finite values in metrics: setting 1 seed 0 from "
+                                            r"iteration 0 \(.*loss.*\); setting 1 seed 1 from iteration 0"):
+        r = lab.sweep("ppo", config, env, grid=grid, seeds=2, num_chunks=12, progress=False, eval_every=0)
+    assert [(d["setting"], d["seed"], d["iteration"]) for d in r.divergence()] == [(1, 0, 0), (1, 1, 0)]
+    assert "loss" in r.divergence()[0]["metrics"] and r.stopped is None and r.num_iterations == 24
+    assert "non-finite (2 of 4 runs): setting 1 seed 0 from iteration 0" in r.table()
+    stopped = lab.sweep("ppo", config, env, grid=grid, seeds=2, num_chunks=12, progress=False,
+                        eval_every=0, stop_on_nan=True, checkpoint_dir=tmp_path / "run" / "checkpoints",
+                        checkpoint_every=100)
+    done = stopped.num_iterations
+    assert stopped.stopped == {"iteration": done, "of": 24, "reason": "non-finite metrics (stop_on_nan)"}
+    assert 0 < done < 24 and done % 2 == 0  # at a chunk boundary (chunks of 2 iterations)
+    # The finite setting trained exactly as in the full sweep up to there.
+    np.testing.assert_array_equal(stopped.metrics["loss"][0], r.metrics["loss"][0, :, :done])
+    store = ckpt.Checkpoints(tmp_path / "run" / "checkpoints")
+    assert store.latest() == done
+    store.close()
+    stopped.save(tmp_path / "run")
+    loaded = lab.load(tmp_path / "run")
+    assert loaded.stopped == stopped.stopped and loaded.divergence() == stopped.divergence()
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["stopped"]["iteration"] == done and summary["divergence"][0]["setting"] == 1
+    with pytest.raises(ValueError, match="stop_on_nan='yes' is not allowed: expected True or False"):
+        lab.run("ppo", SMALL, "CartPole-v1", stop_on_nan="yes")
 
 
 def test_evaluation_changes_no_training_number(results):
