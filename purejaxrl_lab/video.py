@@ -122,18 +122,28 @@ def episode_text(env, episode: Episode) -> str:
     return "\n".join([*lines, f"return {episode.episode_return:g}"]) + "\n"
 
 
-def render_episode(run_dir: str | Path, out: str | Path, seed: int = 0, setting: int | None = None,
+def render_episode(policy, out: str | Path, seed: int = 0, setting: int | None = None,
                    episode_seed: int = 0, fps: int | None = None, max_steps: int | None = None) -> Path:
-    """Writes one greedy episode of seed `seed` of a saved run: `.gif`/`.mp4` for environments
-    that can be drawn (`envs.render.drawable`), `.txt` for token tasks. Returns the path."""
+    """Writes one greedy episode of a policy: `.gif`/`.mp4` for environments that can be drawn
+    (`envs.render.drawable`), `.txt` for token tasks. Returns the path.
+
+    Args:
+      policy: a `Policy` (`results.policy(seed)`) or a saved run's directory (then `seed` and
+        `setting` choose its policy).
+      out: the file to write.
+      episode_seed: the key of the episode's reset and steps.
+      fps: frames per second (default: 30 for classic control, else 5).
+      max_steps: stop after so many steps (default: the environment's time limit).
+    """
     import envs
     from envs import render as R
     from envs import token_tasks
-    from purejaxrl_lab.checkpoint import load_policy
+    from purejaxrl_lab.checkpoint import Policy, load_policy
     from purejaxrl_lab.grid import split
 
     out = Path(out)
-    policy = load_policy(run_dir, seed=seed, setting=setting)
+    if not isinstance(policy, Policy):
+        policy = load_policy(policy, seed=seed, setting=setting)
     env, env_params = envs.make(policy.env)
     env_params = env_params.replace(**{**policy.env_params, **split(policy.setting)[1]})
     suffix = out.suffix.lower()
@@ -142,7 +152,7 @@ def render_episode(run_dir: str | Path, out: str | Path, seed: int = 0, setting:
             raise ValueError(f"out={str(out)!r} is not allowed: {policy.env} is a token task, "
                              f"written as text; name a .txt file")
     elif not R.drawable(policy.env, env, env_params):
-        raise ValueError(f"run_dir: {policy.env} cannot be drawn; environments that can: "
+        raise ValueError(f"render: {policy.env} cannot be drawn as an image; environments that can: "
                          f"{', '.join(sorted(R.drawable_ids()))}, board games (as .svg) and "
                          f"token tasks (as .txt)")
     elif suffix not in VIDEO_SUFFIXES:
