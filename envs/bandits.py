@@ -8,7 +8,8 @@
 
 A bandit problem is drawn at `reset` and lasts the whole run: episodes never end (a run of
 T rounds is T steps of one episode). The observation is the context (x, [d]) of a
-contextual bandit and a constant [1] otherwise. Every step reports in `info`:
+contextual bandit and a constant [1] otherwise. An action outside [0, k) is clipped into it.
+Every step reports in `info`:
 
     expected_reward   E[R | x, A]
     regret            max_a E[R | x, a] - E[R | x, A]  (expected, not sampled)
@@ -135,7 +136,9 @@ class Bandit(environment.Environment):
 
     def step_env(self, key: jax.Array, state: BanditState, action, params):
         key_reward, key_walk, key_context = jax.random.split(key, 3)
-        action = jnp.asarray(action, jnp.int32)
+        # An arm outside [0, k) is clipped into it: a compiled step cannot raise, and the
+        # linear bandit's noise scale grows with the arm's index.
+        action = jnp.clip(jnp.asarray(action, jnp.int32), 0, self.num_arms(params) - 1)
         means = self.expected_rewards(state.arms, state.context, params)
         reward = self.sample_reward(key_reward, state.arms, state.context, action, params)
         best = means.max()

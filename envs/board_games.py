@@ -19,11 +19,11 @@ episode (`params.agent_first = -1`, the default) or fixed (1: first, 0: second).
 opponent is a (static) parameter, so results record it with the other parameters.
 
 Illegal moves follow pgx's documented rule: the player who makes one loses at once (reward
--1 to it, +1 to the other). Opponents: "random" (uniform over legal moves), "mcts" (plain
-Monte Carlo tree search through `mctx.muzero_policy`: uniform priors over legal moves at
-every node, leaves valued by one random playout, `opponent_simulations` simulations, the
-most visited move) and, for TicTacToe, "perfect" (minimax over all positions, uniformly
-among the optimal moves).
+-1 to it, +1 to the other); a move outside [0, num_actions) is illegal too. Opponents:
+"random" (uniform over legal moves), "mcts" (plain Monte Carlo tree search through
+`mctx.muzero_policy`: uniform priors over legal moves at every node, leaves valued by one
+random playout, `opponent_simulations` simulations, the most visited move) and, for
+TicTacToe, "perfect" (minimax over all positions, uniformly among the optimal moves).
 """
 
 from __future__ import annotations
@@ -148,8 +148,13 @@ class BoardGame(environment.Environment):
                                           | (state.time >= params.max_steps_in_episode))
 
     def play(self, state: GameState, action: jax.Array, key: jax.Array):
-        """One move of the player to move -> (state, rewards [2])."""
-        game = self.game.step(state.game, action, key)
+        """One move of the player to move -> (state, rewards [2]). A move outside
+        [0, num_actions) is illegal: pgx steps with it clipped and no move legal, so the
+        player who made it loses (indexing would wrap -1 and clamp the others silently)."""
+        action = jnp.asarray(action, jnp.int32)
+        in_range = (action >= 0) & (action < self.num_actions)
+        game = state.game.replace(legal_action_mask=state.game.legal_action_mask & in_range)
+        game = self.game.step(game, jnp.clip(action, 0, self.num_actions - 1), key)
         return state.replace(game=game, time=state.time + 1), game.rewards
 
     def opponent_move(self, key: jax.Array, state: GameState, params: GameParams) -> jax.Array:

@@ -11,7 +11,8 @@ The ids, dynamics, rewards and time limits are Gymnasium's (`gymnasium.envs.toy_
 Each environment is built from its outcome table: for every state s and action a, up to K
 outcomes (probability, next state, reward, terminated), in Gymnasium's order. `step` samples
 one; `tabular_model` turns the table into the dense model that dynamic programming uses.
-The observation is the state index (an int32 scalar), as in Gymnasium.
+The observation is the state index (an int32 scalar), as in Gymnasium. An action outside
+[0, num_actions) is clipped into it (Gymnasium raises; a compiled step cannot).
 """
 
 from __future__ import annotations
@@ -321,7 +322,9 @@ class TabularEnv(environment.Environment):
 
     def step_env(self, key: jax.Array, state: TabularState, action, params):
         table = self.outcomes(params)
-        action = jnp.asarray(action, jnp.int32)
+        # An action outside [0, num_actions) is clipped into it (a compiled step cannot raise;
+        # indexing would wrap -1 to the last action and clamp the others silently).
+        action = jnp.clip(jnp.asarray(action, jnp.int32), 0, table.prob.shape[1] - 1)
         prob = jnp.asarray(table.prob, jnp.float32)[state.state, action]
         k = jax.random.choice(key, prob.shape[0], p=prob)
         s_next = jnp.asarray(table.next_state)[state.state, action, k]

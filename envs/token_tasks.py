@@ -12,10 +12,11 @@ The answer is written without leading zeros (Addition) and ends with EOS.
 
 As an environment (gymnax 1.0's API): `reset` samples a prompt of the training split; each
 `step` appends the action's token; the episode terminates at EOS, at an invalid token (PAD or
-BOS: the completion ends unanswered) or after `max_completion_length` tokens, and the reward
-of the final step is the verifier's (`reward`): 1 for an exact answer (its digits, then EOS),
-0 otherwise, or with `partial_credit` the fraction of answer positions (EOS included) that
-are right. The observation is the whole sequence so far, int32 token ids [prompt_length +
+BOS: the completion ends unanswered; an id outside the vocabulary is written as PAD) or after
+`max_completion_length` tokens, and the reward of the final step is the verifier's
+(`reward`): 1 for an exact answer (its digits, then EOS), 0 otherwise, or with
+`partial_credit` the fraction of answer positions (EOS included) that are right. The
+observation is the whole sequence so far, int32 token ids [prompt_length +
 max_completion_length], PAD after its end, so a policy reads its next position from it.
 
 For sequence agents that generate whole completions at once, the task exposes what the step
@@ -326,6 +327,7 @@ class TokenTask(environment.Environment):
     def step_env(self, key: jax.Array, state: TaskState, action, params: TaskParams):
         del key
         action = jnp.asarray(action, jnp.int32)
+        action = jnp.where((action >= 0) & (action < VOCAB_SIZE), action, PAD)  # not a token: invalid
         p = self.prompt_length(params)
         tokens = state.tokens.at[p + state.time].set(action)
         time = state.time + 1

@@ -191,14 +191,20 @@ def _known_flags(config_cls, command: str) -> dict[str, typing.Any]:
 def _check_flags(argv: list[str], known: dict, command: str) -> None:
     from envs import close_matches
 
-    for arg in argv:
+    for i, arg in enumerate(argv):
         if not arg.startswith("--"):
             continue
-        name = _flag(arg[2:].split("=", 1)[0])
+        name, eq, value = arg[2:].partition("=")
+        name = _flag(name)
         if name not in known:
             hits = close_matches(name, list(known))
             hint = ("; closest: " + ", ".join("--" + h for h in hits)) if hits else ""
             raise UsageError(f"unknown option --{name}{hint} (see `purejaxrl-lab {command} AGENT --help`)")
+        if known[name] is bool and name != "help":
+            given = value if eq else (argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("-") else None)
+            if given is not None:
+                base = name.removeprefix("no-")
+                raise UsageError(f"--{name} takes no value, got {given!r}: write --{base} or --no-{base}")
 
 
 def _integral_values(argv: list[str], known: dict) -> list[str]:
