@@ -50,7 +50,7 @@ TASKS = ("Addition-v0", "Sort-v0", "Reverse-v0")
 
 
 def encode(text: str) -> np.ndarray:
-    """Token ids of `text`: characters of VOCAB, and "<bos>", "<eos>", "<pad>" spelled out."""
+    """Token ids of `text`: characters of VOCAB, and `<bos>`, `<eos>`, `<pad>` spelled out."""
     out, i = [], 0
     while i < len(text):
         for special in ("<pad>", "<bos>", "<eos>"):

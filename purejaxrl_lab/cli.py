@@ -45,7 +45,7 @@ commands:
 
 usage: purejaxrl-lab train AGENT [--env ID] [--env-param NAME=VALUE ...] [--seeds N]
                            [--out DIR] [--preset NAME] [--resume DIR] [--eval-every K]
-                           [--<config field> VALUE ...]
+                           [--stop-on-nan] [--<config field> VALUE ...]
        purejaxrl-lab sweep AGENT --grid NAME=V1,V2 [NAME=V1,V2 ...] [train's options]
        purejaxrl-lab plot DIR [DIR ...] [--out DIR] [--statistic iqm|mean|median]
                           [--metric NAME] [--smoothing K] [--mixed-envs]

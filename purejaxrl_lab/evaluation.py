@@ -62,8 +62,8 @@ def run_episodes(key: jax.Array, act: Callable, params: Any, env, env_params, nu
         (`act_input`), unbatched; for a recurrent policy `act(params, x, key, deterministic,
         carry) -> (action, carry)`.
       params: what `act` needs (`state.params` of one run).
-      env, env_params: the gymnax environment the agent was made for (without the agent's
-        own wrappers).
+      env: the gymnax environment the agent was made for (without the agent's own wrappers).
+      env_params: its parameters.
       init_carry: a recurrent policy's `init_carry(batch_shape)` (the agent's); its carry
         starts from it at the reset and again wherever an episode ended. None: stateless.
     """
