@@ -54,6 +54,15 @@ _GYMNASIUM_KWARGS = {
 }
 
 
+SEED_LIMIT = 2**32  # seeds are the 32-bit values jax.random.key takes without folding
+
+
+def _check_seed(seed, name: str = "seed") -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"{name}={seed!r} is not allowed: expected an integer in [0, 2**32)")
+    return int(seed)
+
+
 # ------------------------------------------------------------------------------------ spaces
 
 
@@ -189,14 +198,16 @@ class GymnasiumEnv(gymnasium.Env):
         self.action_space = self._programs.action_space
         self.render_mode = render_mode
         self._draw = _renderer_for(env_id, env, env_params, render_mode)
-        from envs.render import drawable
+        from envs.render import drawable, frames_per_second
 
         self.metadata = {"render_modes": ["rgb_array"] if drawable(env_id, env, env_params) else [],
-                         "render_fps": 30, "autoreset_mode": AutoresetMode.DISABLED}
+                         "render_fps": frames_per_second(env_id), "autoreset_mode": AutoresetMode.DISABLED}
         self._key = None
         self.state = None
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is not None:
+            _check_seed(seed)
         super().reset(seed=seed)
         if seed is not None:
             self._key = jax.random.key(seed)
@@ -229,7 +240,8 @@ class GymnasiumEnv(gymnasium.Env):
 
 class GymnasiumVectorEnv(VectorEnv):
     """`num_envs` copies of a JAX environment as a Gymnasium `VectorEnv`, stepped in one jitted
-    call; ended copies reset within the step (`info["final_obs"]`, `info["_final_obs"]`)."""
+    call; ended copies reset within the step (`info["final_obs"]` with its mask
+    `info["_final_obs"]`; `info["final_info"]` holds an empty dict for each ended copy)."""
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
 
@@ -245,13 +257,17 @@ class GymnasiumVectorEnv(VectorEnv):
         self.state = None
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
-        super().reset(seed=seed if isinstance(seed, int) or seed is None else seed[0])
+        if seed is not None:
+            _check_seed(seed if isinstance(seed, (int, np.integer)) else seed[0])
+        super().reset(seed=seed if isinstance(seed, (int, np.integer)) or seed is None else seed[0])
         if seed is None and self._keys is None:
             seed = int(self.np_random.integers(2**31 - 1))
         if seed is not None:
             seeds = [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else list(seed)
             if len(seeds) != self.num_envs:
                 raise ValueError(f"seed: {len(seeds)} seeds for {self.num_envs} environments")
+            for s in seeds:
+                _check_seed(s, "seed (of a copy)")
             self._keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
         self._keys, obs, self.state = self._programs.reset(self._keys)
         return _to_numpy(self.observation_space, obs), {}
@@ -270,7 +286,9 @@ class GymnasiumVectorEnv(VectorEnv):
             array = np.full(self.num_envs, None, dtype=object)
             for i in np.flatnonzero(ended):
                 array[i] = _to_numpy(self.single_observation_space, jax.tree.map(lambda x: x[i], final))
-            info = {"final_obs": array, "_final_obs": ended}
+            info = {"final_obs": array, "_final_obs": ended,
+                    "final_info": np.array([{} if e else None for e in ended], dtype=object),
+                    "_final_info": ended}
         return (_to_numpy(self.observation_space, obs), np.asarray(reward, np.float64),
                 terminated, truncated, info)
 
@@ -325,8 +343,14 @@ def gymnasium_twin(env_id: str, env_params=None, render_mode: str | None = None)
             raise ValueError(f"env_params: {', '.join(other)} of {env_id} differ from the defaults, "
                              f"and Gymnasium's {GYMNASIUM_IDS[env_id]} has no such option")
     else:  # classic control: Gymnasium reads its constants from attributes
-        from gymnax.visualize.vis_gym import set_gym_params
+        from gymnax.visualize.vis_gym import _PARAMETER_MAPPINGS, set_gym_params
 
+        mapped = set(_PARAMETER_MAPPINGS[env_id].values())
+        other = [f for f in sorted(fields - mapped)
+                 if not np.array_equal(np.asarray(getattr(params, f)), np.asarray(getattr(default, f)))]
+        if other:
+            raise ValueError(f"env_params: {', '.join(other)} of {env_id} differ from the defaults, "
+                             f"and Gymnasium's {GYMNASIUM_IDS[env_id]} cannot take them")
         set_gym_params(twin.unwrapped, env_id, params)
     return twin
 

@@ -38,6 +38,14 @@ def drawable_ids() -> list[str]:
     return sorted([*GYMNASIUM_IDS, *_GYMNAX, "DynaMaze-v0"])
 
 
+def frames_per_second(env_id: str) -> int:
+    """The frame rate an episode of `env_id` is shown at: 30 for classic control (Gymnasium's),
+    5 for grid worlds, games and toy text."""
+    from envs.tabular import ENVIRONMENTS as TABULAR
+
+    return 30 if env_id in GYMNASIUM_IDS and env_id not in TABULAR else 5
+
+
 def drawable(env_id: str, env=None, params=None) -> bool:
     """Whether `renderer` can draw states of `env_id` as images."""
     return env_id in drawable_ids()

@@ -112,7 +112,8 @@ class Checkpoints:
         """The newest complete and intact checkpoint's step (iterations done), or None.
 
         A newer one that is damaged (a file differs from its digest, or its meta does not
-        read) is passed over, with a warning naming its step."""
+        read) is passed over, with a warning naming its step. Checking a digest reads every
+        byte of the checkpoint (seconds for a replay buffer of gigabytes)."""
         self.manager.reload()
         damaged = []
         for step in sorted(self.manager.all_steps(), reverse=True):

@@ -10,7 +10,7 @@
     purejaxrl-lab list
 
 Options are parsed by tyro from the agent's own Config dataclass (its field docstrings are
-the --help text; nested fields as --network.hidden-sizes). Bad input prints one line and
+the --help text; nested fields as --model.num-layers). Bad input prints one line and
 exits with status 2, before anything is compiled. `main(argv)` runs a command in-process.
 """
 
@@ -113,7 +113,7 @@ def _args_type(config_cls, command: str = "train"):
         checkpoint_every: int = 5
         """Checkpoint into OUT/checkpoints every this many chunks and at the end (0: never)."""
         stop_on_nan: bool = False
-        """Stop after the chunk in flight once any run's metrics go NaN or infinite; the results
+        """Stop at most one chunk after any run's metrics go NaN or infinite; the results
         so far are saved (and a checkpoint where it stopped). Without it the run goes on, and
         the console and summary name the runs and the iteration where they diverged."""
         resume: str | None = None
@@ -318,6 +318,14 @@ def _resume_dir(argv: list[str]) -> Path | None:
         raise UsageError(f"resume={value!r} is not allowed: it holds no checkpoints/ (not a "
                          f"results directory written with checkpointing)")
     if (path / "summary.json").exists():
+        import json
+
+        stopped = json.loads((path / "summary.json").read_text()).get("stopped")
+        if stopped:
+            raise UsageError(f"resume={value!r} is not allowed: that run stopped after "
+                             f"{stopped['iteration']} of {stopped['of']} iterations ({stopped['reason']}) "
+                             f"and its results are in {path}; its last checkpoint is there to inspect "
+                             f"(purejaxrl_lab.load_policy)")
         raise UsageError(f"resume={value!r} is not allowed: that run is complete; its results "
                          f"are in {path}")
     return path
@@ -606,9 +614,10 @@ def play(argv: list[str], command: str = "play", read=input) -> int:
     @dataclasses.dataclass(frozen=True)
     class RenderArgs(GameArgs):
         out: str | None = None
-        """The file written: .gif or .mp4 (a greedy episode; default episode.gif), .svg (a
-        board game's self-play, animated; its default game.svg) or .png (its final position;
-        needs cairosvg), .txt (a token task's episode)."""
+        """The file written: .gif or .mp4 (a greedy episode of the policy of --seed, from the
+        reset of key --seed; default episode.gif), .svg (a board game's self-play, animated;
+        its default game.svg) or .png (its final position; needs cairosvg), .txt (a token
+        task's episode; its default episode.txt)."""
         fps: int | None = None
         """Frames per second of a GIF or MP4 (default: 30 for classic control, else 5)."""
         max_steps: int | None = None
@@ -634,6 +643,10 @@ def play(argv: list[str], command: str = "play", read=input) -> int:
 
         if not _is_board_game_run(args.run_dir):
             return _render_episode(args)
+        for name in ("fps", "max_steps"):
+            if getattr(args, name) is not None:
+                raise UsageError(f"{name}: a board game's self-play is written as an SVG that plays "
+                                 f"every move; {name} is for episodes written as GIF or MP4")
         opponent = P.load_opponent(args.run_dir, args.seed, args.simulations,
                                    games=tuple(envs.board_games.GAMES), setting=args.setting)
         print(f"wrote {P.render_game(opponent, args.out or 'game.svg', args.seed)}")
@@ -653,6 +666,14 @@ def _is_board_game_run(run_dir: str) -> bool:
     return record.get("env") in GAMES
 
 
+def _default_episode_file(run_dir: str) -> str:
+    """episode.txt for a token task's run, else episode.gif."""
+    from envs.token_tasks import TASK_CLASSES
+    from purejaxrl_lab.checkpoint import run_record
+
+    return "episode.txt" if run_record(Path(run_dir))[0].get("env") in TASK_CLASSES else "episode.gif"
+
+
 def _render_episode(args) -> int:
     from purejaxrl_lab.video import render_episode
 
@@ -663,7 +684,7 @@ def _render_episode(args) -> int:
     if args.simulations is not None:
         raise UsageError("simulations: only a board game's self-play searches; this run is not on one")
     try:
-        path = render_episode(args.run_dir, args.out or "episode.gif", args.seed, args.setting,
+        path = render_episode(args.run_dir, args.out or _default_episode_file(args.run_dir), args.seed, args.setting,
                               episode_seed=args.seed, fps=args.fps, max_steps=args.max_steps)
     except (ValueError, FileNotFoundError) as e:
         raise UsageError(str(e)) from None

@@ -174,6 +174,9 @@ def evaluate(policy, env: Any = None, episodes: int = 100, seed: int = 0, policy
         env_params = env_params.replace(**{**policy.env_params, **split(policy.setting)[1]})
     env_params = evaluation_params(env_obj, env_params)
     if gymnasium not in (None, False):
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32 - episodes:
+            raise ValueError(f"seed={seed!r} is not allowed with gymnasium: episode i is reset with "
+                             f"seed + i, which must be in [0, 2**32)")
         returns, lengths, where = _in_gymnasium(policy, env_id, env_params, gymnasium, episodes,
                                                 seed, deterministic)
     else:

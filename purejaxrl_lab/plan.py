@@ -161,7 +161,7 @@ class Plan:
     checkpoint_every: int = 5
     resume_step: int | None = None  # the checkpoint to continue from
     loaded: dict | None = None  # config field -> the Policy of the saved run it names (LOADS)
-    stop_on_nan: bool = False  # stop after the chunk in flight once a metric goes non-finite
+    stop_on_nan: bool = False  # stop within a chunk of a metric going non-finite
 
     @property
     def num_settings(self) -> int:

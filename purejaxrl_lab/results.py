@@ -608,7 +608,7 @@ def _divergence_rows(r: _Run) -> list[tuple[str, str]]:
         shown = describe_divergence(entries[:8]) + (f"; and {len(entries) - 8} more" if len(entries) > 8 else "")
         rows.append((f"non-finite ({len(entries)} of {r.num_runs} runs)", shown))
     if r.stopped:
-        rows.append(("stopped", f"after iteration {r.stopped['iteration']} of {r.stopped['of']}: "
+        rows.append(("stopped", f"after {r.stopped['iteration']} of {r.stopped['of']} iterations: "
                                 f"{r.stopped['reason']}"))
     return rows
 

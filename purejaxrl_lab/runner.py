@@ -134,7 +134,11 @@ def _train(plan: Plan, layout, programs: programs_lib.Programs, keys_in, setting
     seconds_per_chunk = None  # measured over the calls read so far
     score = plan.module.SCORE
     nan_by_design = set(plan.module.NAN_METRICS)
-    diverged = np.zeros(plan.batch, bool)
+    diverged = np.zeros(plan.batch, bool)  # named already (before a resume too)
+    if plan.resume_step is not None:
+        diverged[:] = [it is not None for it, _ in first_non_finite(
+            {k: v for k, v in history.metrics().items()
+             if k not in nan_by_design and not k.startswith(EVAL_PREFIX)})]
     stopping = False
 
     def watch(host: dict[str, np.ndarray], iterations_before: int) -> None:
@@ -200,7 +204,8 @@ def _train(plan: Plan, layout, programs: programs_lib.Programs, keys_in, setting
             limit = min(max_chunks, plan.total_chunks - chunks_done,
                         calls.chunks_until_due(chunks_done, plan.eval_every),
                         calls.chunks_until_due(chunks_done, plan.checkpoint_every if store else 0))
-            count = calls.next_call_chunks(limit, seconds_per_chunk)
+            # stop_on_nan: one chunk per call, so that a run stops one chunk after the divergence
+            count = 1 if plan.stop_on_nan else calls.next_call_chunks(limit, seconds_per_chunk)
             iterations = min(count * chunk_len, num_iterations - iterations_done)
             states, metrics = programs.call(states, settings_in, np.int32(iterations))  # asynchronous
             chunks_done += count
@@ -325,8 +330,8 @@ def run(
         continue from its newest complete checkpoint; the result is bit-identical to a
         run that was never stopped. Inputs must match the checkpointed run.
       loggers: sinks receiving per-iteration means across seeds (see `loggers`).
-      stop_on_nan: stop the whole run after the chunk in flight once a metric of any seed
-        is NaN or infinite (the agent's NaN-by-design metrics excepted), with a checkpoint
+      stop_on_nan: stop the whole run at most one chunk after a metric of any seed is
+        NaN or infinite (calls then run one chunk each) (the agent's NaN-by-design metrics excepted), with a checkpoint
         of where it stopped; the results hold the iterations done and say so (`stopped`).
 
     Returns:

@@ -168,5 +168,5 @@ def render_episode(policy, out: str | Path, seed: int = 0, setting: int | None =
     finally:
         draw.close()
     if fps is None:
-        fps = 30 if policy.env in envs.GYMNASIUM_IDS and not envs.is_tabular(env) else 5
+        fps = R.frames_per_second(policy.env)
     return write_video(frames, out, fps)

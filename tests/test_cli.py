@@ -263,15 +263,18 @@ def test_stop_on_nan_from_the_command_line(capsys, tmp_path):
     """A diverging run: one warning line names the seeds and the iteration; --stop-on-nan stops
     it early, and the table and summary say where."""
     status, out, err = run_cli(capsys, "train", "ppo", "--seeds", "2", "--out", tmp_path / "run",
-                               "--env-param", "force_mag=3e38", "--stop-on-nan", "--checkpoint-every", "0",
-                               *SMALL)
+                               "--env-param", "force_mag=3e38", "--stop-on-nan", *SMALL)
     assert status == 0, err
     assert err.splitlines()[0].startswith("purejaxrl-lab: warning: non-finite values in metrics: seed 0 "
                                           "from iteration 0 (")
     assert "stopping after the chunk in flight (stop_on_nan)" in err
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["stopped"]["of"] == 6 and summary["stopped"]["iteration"] < 6
+    # 3 chunks of 2 iterations, each evaluated, so its metrics are read before the next chunk
+    # starts: the run stops after the first.
+    assert summary["stopped"] == {"iteration": 2, "of": 6, "reason": "non-finite metrics (stop_on_nan)"}
     assert [d["seed"] for d in summary["divergence"]] == [0, 1]
     row = next(line for line in out.splitlines() if line.startswith("stopped "))
-    assert row.split(None, 1)[1] == (f"after iteration {summary['stopped']['iteration']} of 6: "
-                                     f"non-finite metrics (stop_on_nan)")
+    assert row.split(None, 1)[1] == "after 2 of 6 iterations: non-finite metrics (stop_on_nan)"
+    assert (tmp_path / "run" / "checkpoints" / "2").is_dir()  # a checkpoint where it stopped
+    line = one_line_error(capsys, "train", "ppo", "--resume", tmp_path / "run")
+    assert "that run stopped after 2 of 6 iterations (non-finite metrics (stop_on_nan))" in line

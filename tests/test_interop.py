@@ -74,14 +74,22 @@ def test_the_vector_environment_is_single_copies_seeded_in_turn():
                 np.testing.assert_array_equal(info["final_obs"][i], o)
                 assert np.abs(obs[i]).max() <= 0.05  # a reset: CartPole starts in U(-0.05, 0.05)
             else:
+                assert "final_obs" not in info or not info["_final_obs"][i]
                 np.testing.assert_array_equal(obs[i], o)
     assert done.all()
+    # Seeds as a list: one per copy.
+    obs, _ = vec.reset(seed=[11, 3, 7])
+    np.testing.assert_array_equal(obs[2], singles[0].reset(seed=7)[0])
+    with pytest.raises(ValueError, match=r"seed=-1 is not allowed: expected an integer in \[0, 2\*\*32\)"):
+        vec.reset(seed=-1)
 
 
 DETERMINISTIC_TWINS = [  # (id, parameter overrides): dynamics without randomness after the reset
     ("CartPole-v1", {}), ("Acrobot-v1", {}), ("Pendulum-v1", {}), ("MountainCar-v0", {}),
     ("MountainCarContinuous-v0", {}), ("FrozenLake-v1", {"is_slippery": False}),
     ("CliffWalking-v1", {}), ("Taxi-v4", {}),
+    # Time limits: both truncate at the same step.
+    ("CartPole-v1", {"max_steps_in_episode": 5}), ("Taxi-v4", {"max_steps_in_episode": 5}),
 ]
 
 
@@ -96,15 +104,19 @@ def test_steps_equal_gymnasiums_own_implementation(env_id, overrides):
     twin.reset(seed=1)
     interop.set_twin_state(twin, env_id, ours.state)
     rng = np.random.default_rng(1)
+    ends = []
     for _ in range(40):
         action = (int(rng.integers(ours.action_space.n)) if isinstance(ours.action_space, gym.spaces.Discrete)
                   else rng.uniform(-1, 1, ours.action_space.shape).astype(np.float32))
         o1, r1, term1, trunc1, _ = ours.step(action)
         o2, r2, term2, trunc2, _ = twin.step(action)
         np.testing.assert_allclose(np.asarray(o1, np.float64), np.asarray(o2, np.float64), atol=2e-4, rtol=1e-4)
-        assert r1 == pytest.approx(r2, abs=1e-4) and term1 == term2
-        if term1 or trunc1 or trunc2:
+        assert r1 == pytest.approx(r2, abs=1e-4) and (term1, trunc1) == (term2, trunc2)
+        if term1 or trunc1:
+            ends.append(trunc1)
             break
+    if params.max_steps_in_episode == 5:
+        assert ends == [True]
 
 
 def test_bad_input_is_refused():
@@ -120,6 +132,11 @@ def test_bad_input_is_refused():
         envs.gymnasium_twin("CartPole-v2")
     with pytest.raises(ValueError, match=r"rainy_probability of Taxi-v4 differ from the defaults"):
         envs.gymnasium_twin("Taxi-v4", envs.make("Taxi-v4", rainy_probability=0.5)[1])
+    with pytest.raises(ValueError, match=r"gravity of MountainCarContinuous-v0 differ from the defaults, "
+                                         r"and Gymnasium's MountainCarContinuous-v0 cannot take them"):
+        envs.gymnasium_twin("MountainCarContinuous-v0", envs.make("MountainCarContinuous-v0", gravity=0.003)[1])
+    with pytest.raises(ValueError, match=r"seed=4294967296 is not allowed"):
+        envs.to_gymnasium("CartPole-v1").reset(seed=2**32)
 
 
 def table_policy(env_id, actions, **env_params):
@@ -178,6 +195,8 @@ def test_eval_from_the_command_line(capsys, cartpole_run):
     assert "episodes=0 is not allowed: expected an integer >= 1" in line
     line = one_line_error(capsys, "eval", cartpole_run / "missing")
     assert "does not exist" in line
+    line = one_line_error(capsys, "eval", cartpole_run, "--gymnasium", "CartPole-v1", "--eval-seed", "-1")
+    assert "seed=-1 is not allowed with gymnasium" in line
 
 
 def test_render_an_episode_as_gif_and_mp4(capsys, cartpole_run, tmp_path):

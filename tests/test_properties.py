@@ -37,6 +37,9 @@ import envs
 from agents.common.config import flatten, with_overrides
 from envs import bandits, board_games, tabular, token_tasks
 from purejaxrl_lab import cli
+# Imported before error_line patches plan.prepare: a module first imported under the patch
+# would keep the stand-in (runner binds `prepare` by name).
+from purejaxrl_lab import runner  # noqa: F401
 
 STEPS = 12  # steps per rollout
 
