@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import warnings
 import zlib
 from collections.abc import Callable
@@ -180,6 +181,7 @@ class Checkpoints:
             ), force=True)
             self.manager.wait_until_finished()
         except Exception as e:
+            self._remove_unfinished()
             self._discard_from(step)
             kept = ", ".join(map(str, self.manager.all_steps())) or "none"
             message = (f"checkpoint {step} could not be written to {self.directory}; the "
@@ -191,6 +193,24 @@ class Checkpoints:
         path = self.directory / str(step)
         if jax.process_index() == 0 and path.is_dir():
             _write_atomically(path / DIGEST, json.dumps(_digest(path)).encode())
+
+    def _remove_unfinished(self, settle: float = 0.2, timeout: float = 10.0) -> None:
+        """Removes the failed save's unfinished folder once no writer is adding to it: when
+        one part of a save fails, orbax's other parts may still be writing there, so it is
+        removed until none has reappeared for `settle` seconds (at most `timeout`)."""
+        if jax.process_index() != 0:
+            return
+        deadline, quiet_since = time.monotonic() + timeout, None
+        while time.monotonic() < deadline:
+            leftovers = list(self.directory.glob(f"*{TMP_SUFFIX}*"))
+            for path in leftovers:
+                shutil.rmtree(path, ignore_errors=True)
+            now = time.monotonic()
+            if leftovers or quiet_since is None:
+                quiet_since = now if not leftovers else None
+            elif now - quiet_since >= settle:
+                return
+            time.sleep(0.02)
 
     def _discard_from(self, step: int) -> None:
         """Removes unfinished checkpoints, and complete ones at `step` or later."""
