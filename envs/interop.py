@@ -183,7 +183,7 @@ def _renderer_for(env_id, env, params, render_mode):
         return None
     if render_mode != "rgb_array":
         raise ValueError(f"render_mode={render_mode!r} is not allowed: expected None or 'rgb_array'")
-    if not drawable(env_id, env, params):
+    if not drawable(env_id):
         raise ValueError(f"render_mode: {env_id} cannot be drawn as an image")
     return renderer(env_id, env, params)
 
@@ -200,7 +200,7 @@ class GymnasiumEnv(gymnasium.Env):
         self._draw = _renderer_for(env_id, env, env_params, render_mode)
         from envs.render import drawable, frames_per_second
 
-        self.metadata = {"render_modes": ["rgb_array"] if drawable(env_id, env, env_params) else [],
+        self.metadata = {"render_modes": ["rgb_array"] if drawable(env_id) else [],
                          "render_fps": frames_per_second(env_id), "autoreset_mode": AutoresetMode.DISABLED}
         self._key = None
         self.state = None

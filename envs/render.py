@@ -46,7 +46,7 @@ def frames_per_second(env_id: str) -> int:
     return 30 if env_id in GYMNASIUM_IDS and env_id not in TABULAR else 5
 
 
-def drawable(env_id: str, env=None, params=None) -> bool:
+def drawable(env_id: str) -> bool:
     """Whether `renderer` can draw states of `env_id` as images."""
     return env_id in drawable_ids()
 

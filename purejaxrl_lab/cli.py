@@ -641,8 +641,9 @@ def play(argv: list[str], command: str = "play", read=input) -> int:
             return 0 if result is not None else 1
         import envs
 
-        if not _is_board_game_run(args.run_dir):
-            return _render_episode(args)
+        env_id = _run_env(args.run_dir)
+        if env_id not in envs.board_games.GAMES:
+            return _render_episode(args, env_id)
         for name in ("fps", "max_steps"):
             if getattr(args, name) is not None:
                 raise UsageError(f"{name}: a board game's self-play is written as an SVG that plays "
@@ -655,26 +656,19 @@ def play(argv: list[str], command: str = "play", read=input) -> int:
         raise UsageError(str(e)) from None
 
 
-def _is_board_game_run(run_dir: str) -> bool:
-    from envs.board_games import GAMES
+def _run_env(run_dir: str) -> str | None:
+    """The environment id a saved run trained on."""
     from purejaxrl_lab.checkpoint import run_record
 
     try:
         record, _ = run_record(Path(run_dir))
     except (FileNotFoundError, ValueError) as e:
         raise UsageError(f"run_dir: {e}") from None
-    return record.get("env") in GAMES
+    return record.get("env")
 
 
-def _default_episode_file(run_dir: str) -> str:
-    """episode.txt for a token task's run, else episode.gif."""
+def _render_episode(args, env_id: str | None) -> int:
     from envs.token_tasks import TASK_CLASSES
-    from purejaxrl_lab.checkpoint import run_record
-
-    return "episode.txt" if run_record(Path(run_dir))[0].get("env") in TASK_CLASSES else "episode.gif"
-
-
-def _render_episode(args) -> int:
     from purejaxrl_lab.video import render_episode
 
     for name in ("fps", "max_steps"):
@@ -684,7 +678,8 @@ def _render_episode(args) -> int:
     if args.simulations is not None:
         raise UsageError("simulations: only a board game's self-play searches; this run is not on one")
     try:
-        path = render_episode(args.run_dir, args.out or _default_episode_file(args.run_dir), args.seed, args.setting,
+        default = "episode.txt" if env_id in TASK_CLASSES else "episode.gif"
+        path = render_episode(args.run_dir, args.out or default, args.seed, args.setting,
                               episode_seed=args.seed, fps=args.fps, max_steps=args.max_steps)
     except (ValueError, FileNotFoundError) as e:
         raise UsageError(str(e)) from None

@@ -151,7 +151,7 @@ def render_episode(policy, out: str | Path, seed: int = 0, setting: int | None =
         if suffix != ".txt":
             raise ValueError(f"out={str(out)!r} is not allowed: {policy.env} is a token task, "
                              f"written as text; name a .txt file")
-    elif not R.drawable(policy.env, env, env_params):
+    elif not R.drawable(policy.env):
         raise ValueError(f"render: {policy.env} cannot be drawn as an image; environments that can: "
                          f"{', '.join(sorted(R.drawable_ids()))}, board games (as .svg) and "
                          f"token tasks (as .txt)")
